@@ -1,0 +1,339 @@
+"""One batched model evaluator that every method and metric uses.
+
+Methods describe their work as ``total`` items (e.g. N images x K path steps) and a function that builds the inputs
+of items ``start:stop``; the evaluator decides how many items go through the model at once. A single knob,
+``batch_size``, caps that number and so bounds peak memory. Its default ``"auto"`` finds the fastest chunk size for
+the model and sample shape by timing the first chunks of real work (sizes 1, 2, 4, ... each timed twice, stopping once
+a size is clearly slower than the best), so the probe costs no extra model evaluations; the choice is cached per
+(model, sample shape, forward/gradient) for the rest of the process. On a 2-core CPU the fastest chunk is small
+(EfficientNet-Lite0 forward+backward: ~50 ms/image in chunks of 4, ~125 ms/image in chunks of 32).
+
+Results never depend on the chunking beyond float32 rounding of the model itself: methods accumulate per item in item
+order (see :func:`accumulate_rows`). With an integer ``batch_size`` results are bit-for-bit reproducible.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from .validation import check_model_output
+
+AUTO = "auto"
+_CANDIDATE_SIZES = (1, 2, 4, 8, 16, 32, 64)
+# A size whose per-sample time exceeds the best seen by this factor ends the probe (larger ones are slower still).
+_SLOWER_FACTOR = 1.25
+_TIMINGS_PER_SIZE = 2
+
+
+def default_memory_budget() -> int:
+    """Bytes the evaluator may use for activations of one chunk: ``PATHXAI_MEMORY_BUDGET`` or 1/4 of free RAM."""
+    env = os.environ.get("PATHXAI_MEMORY_BUDGET")
+    if env:
+        return int(float(env))
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        return max(256 * 2**20, min(int(pages) // 4, 8 * 2**30))
+    except (ValueError, OSError, AttributeError):
+        return 2 * 2**30
+
+
+@dataclass
+class _AutoProbe:
+    """Chunk-size probe state for one (model, sample shape, mode)."""
+
+    max_size: int
+    warm: bool = False
+    chosen: int | None = None
+    per_sample: dict[int, float] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+
+    def candidates(self) -> list[int]:
+        return [s for s in _CANDIDATE_SIZES if s <= self.max_size] or [1]
+
+    def next_size(self) -> int:
+        if self.chosen is not None:
+            return self.chosen
+        if not self.warm:
+            return 1
+        for size in self.candidates():
+            if self.counts.get(size, 0) < _TIMINGS_PER_SIZE:
+                return size
+        return self._choose()
+
+    def record(self, size: int, seconds: float) -> None:
+        if self.chosen is not None:
+            return
+        if not self.warm:  # the first call pays allocator and kernel warm-up: not representative
+            self.warm = True
+            return
+        per = seconds / size
+        self.per_sample[size] = min(per, self.per_sample.get(size, float("inf")))
+        self.counts[size] = self.counts.get(size, 0) + 1
+        if self.counts[size] >= _TIMINGS_PER_SIZE:
+            best = min(self.per_sample.values())
+            remaining = [s for s in self.candidates() if self.counts.get(s, 0) < _TIMINGS_PER_SIZE]
+            if self.per_sample[size] > _SLOWER_FACTOR * best or not remaining:
+                self._choose()
+
+    def _choose(self) -> int:
+        self.chosen = min(self.per_sample, key=self.per_sample.__getitem__) if self.per_sample else 1
+        return self.chosen
+
+
+# Probe state per model, dropped when the model is garbage collected.
+_PROBES: "weakref.WeakKeyDictionary[Any, dict[tuple, _AutoProbe]]" = weakref.WeakKeyDictionary()
+_PROBES_BY_ID: dict[int, dict[tuple, _AutoProbe]] = {}
+
+
+def _probe_table(model: Any) -> dict[tuple, _AutoProbe]:
+    try:
+        return _PROBES.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        return _PROBES_BY_ID.setdefault(id(model), {})
+
+
+def clear_auto_cache() -> None:
+    """Forget every cached automatic chunk size (e.g. after changing the number of torch threads)."""
+    _PROBES.clear()
+    _PROBES_BY_ID.clear()
+
+
+def estimate_sample_bytes(model: Any, sample: torch.Tensor) -> int | None:
+    """Bytes of activations one sample produces in a forward pass (sum over leaf modules' outputs), or ``None``.
+
+    Args:
+        sample: (1, ...) input.
+    """
+    if not isinstance(model, torch.nn.Module):
+        return None
+    total = [0]
+
+    def hook(_module: torch.nn.Module, _inp: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            total[0] += out.numel() * out.element_size()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
+    try:
+        with torch.inference_mode():
+            model(sample)
+    finally:
+        for h in handles:
+            h.remove()
+    return total[0] + sample.numel() * sample.element_size()
+
+
+def check_batch_size(batch_size: Any) -> int | str:
+    """Validate the ``batch_size`` knob: a positive int or ``"auto"``."""
+    if isinstance(batch_size, str) and batch_size == AUTO:
+        return AUTO
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size}")
+    return batch_size
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: Any) -> Iterator[None]:
+    """Put an ``nn.Module`` in eval mode with frozen parameters; restore both afterwards.
+
+    Explanations of a model in training mode would depend on the batch (batch norm) and on chance (dropout);
+    freezing parameters stops autograd from keeping what parameter gradients would need.
+    """
+    if not isinstance(model, torch.nn.Module):
+        yield
+        return
+    modes = {m: m.training for m in model.modules()}
+    grads = {p: p.requires_grad for p in model.parameters()}
+    model.eval()
+    for p in grads:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+        for p, flag in grads.items():
+            p.requires_grad_(flag)
+
+
+def accumulate_rows(acc: torch.Tensor, index: torch.Tensor, rows: torch.Tensor,
+                    weights: torch.Tensor | None = None) -> None:
+    """``acc[index[j]] += weights[j] * rows[j]`` for j in order, one row at a time.
+
+    Adding rows one by one in item order makes the floating-point sum independent of how items were chunked, which
+    keeps results bit-for-bit identical across ``batch_size`` values (a batched ``index_add_`` would not be).
+
+    Args:
+        acc: (M, ...) accumulator, updated in place.
+        index: (n,) rows of ``acc`` to add to.
+        rows: (n, ...) values.
+        weights: optional (n,) scalar weight per row.
+    """
+    for j in range(rows.shape[0]):
+        row = rows[j] if weights is None else rows[j] * weights[j]
+        acc[int(index[j])] += row
+
+
+class BatchedEvaluator:
+    """Runs a model over many inputs in chunks of at most ``batch_size`` samples and counts evaluations.
+
+    Args:
+        model: callable ``(n, ...) -> (n, ...)`` tensor, usually an ``nn.Module``.
+        batch_size: positive int (max samples per forward or forward+backward) or ``"auto"``.
+        progress: show a tqdm bar for long runs; ``None`` = only when stderr is a terminal.
+        memory_budget: bytes of activations a chunk may use in ``"auto"`` mode (default :func:`default_memory_budget`).
+    Attributes:
+        n_forward: samples evaluated forward-only (under inference mode).
+        n_gradient: samples evaluated forward + backward.
+    """
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], batch_size: int | str = AUTO,
+                 progress: bool | None = None, memory_budget: int | None = None) -> None:
+        if not callable(model):
+            raise TypeError(f"model must be callable (an nn.Module or a function), got {type(model).__name__}")
+        self.model = model
+        self.batch_size = check_batch_size(batch_size)
+        self.progress = progress
+        self.memory_budget = memory_budget
+        self.n_forward = 0
+        self.n_gradient = 0
+        self.n_probe = 0
+        self.chunk_sizes_used: set[int] = set()
+
+    # ------------------------------------------------------------------ accounting
+    def reset_counts(self) -> None:
+        self.n_forward = self.n_gradient = self.n_probe = 0
+        self.chunk_sizes_used = set()
+
+    @property
+    def n_evaluations(self) -> int:
+        """Samples that went through the model (forward-only plus forward+backward), probes excluded."""
+        return self.n_forward + self.n_gradient
+
+    def count(self, n: int, grad: bool) -> None:
+        """Record ``n`` samples evaluated outside :meth:`forward_chunks` / :meth:`gradient_chunks` (e.g. by Captum)."""
+        if grad:
+            self.n_gradient += n
+        else:
+            self.n_forward += n
+
+    # ------------------------------------------------------------------ chunking
+    def _probe(self, sample_shape: Sequence[int], grad: bool, example: torch.Tensor | None) -> _AutoProbe:
+        table = _probe_table(self.model)
+        key = (tuple(int(s) for s in sample_shape), bool(grad))
+        probe = table.get(key)
+        if probe is None:
+            max_size = _CANDIDATE_SIZES[-1]
+            if example is not None:
+                per_sample = estimate_sample_bytes(self.model, example[:1])
+                self.n_probe += 1
+                if per_sample:
+                    factor = 3 if grad else 1  # saved activations plus their gradients
+                    budget = self.memory_budget or default_memory_budget()
+                    max_size = max(1, min(max_size, budget // (factor * per_sample)))
+            probe = table[key] = _AutoProbe(max_size=max_size)
+        return probe
+
+    def chunks(self, total: int, *, grad: bool, sample_shape: Sequence[int] = (),
+               example: torch.Tensor | None = None, desc: str | None = None) -> Iterator[tuple[int, int]]:
+        """Yield ``(start, stop)`` ranges covering ``range(total)``, each at most ``batch_size`` long.
+
+        In ``"auto"`` mode the time the caller spends on each chunk (model call included) tunes the size; pass
+        ``sample_shape`` (shape of one model input) so that the choice is cached per shape, and ``example`` (a (1, ...)
+        input) to bound the size by the memory budget. Evaluations are not counted here: see :meth:`count`.
+        """
+        if total <= 0:
+            return
+        probe = self._probe(sample_shape, grad, example) if self.batch_size == AUTO else None
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        bar = tqdm(total=total, desc=desc or ("gradients" if grad else "forward"), unit="eval", leave=False,
+                   disable=not show, delay=2.0)
+        start = 0
+        try:
+            while start < total:
+                size = probe.next_size() if probe is not None else self.batch_size
+                stop = min(total, start + int(size))
+                self.chunk_sizes_used.add(stop - start)
+                t0 = time.perf_counter()
+                yield start, stop
+                if probe is not None and stop - start == size:
+                    probe.record(size, time.perf_counter() - t0)
+                bar.update(stop - start)
+                start = stop
+        finally:
+            bar.close()
+
+    # ------------------------------------------------------------------ evaluation
+    def _call(self, inputs: torch.Tensor) -> torch.Tensor:
+        return check_model_output(self.model(inputs), inputs.shape[0])
+
+    def forward_chunks(self, total: int, make_batch: Callable[[int, int], torch.Tensor], *,
+                       sample_shape: Sequence[int], desc: str | None = None
+                       ) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Evaluate items ``0..total`` forward-only under inference mode, chunk by chunk.
+
+        Args:
+            make_batch: ``(start, stop) -> (stop - start, *sample_shape)`` inputs of those items.
+        Yields:
+            ``(start, stop, output)`` with ``output`` the model output (stop - start, ...), a normal tensor.
+        """
+        example = None
+        if self.batch_size == AUTO and (sample_shape, False) not in _probe_table(self.model):
+            example = make_batch(0, 1)
+        for start, stop in self.chunks(total, grad=False, sample_shape=sample_shape, example=example, desc=desc):
+            inputs = make_batch(start, stop)
+            with torch.inference_mode():
+                out = self._call(inputs)
+            self.n_forward += stop - start
+            yield start, stop, out.clone()  # a normal tensor: usable with autograd and in-place ops later
+
+    def gradient_chunks(self, total: int, make_batch: Callable[[int, int], Any],
+                        score: Callable[[torch.Tensor, int, int], torch.Tensor], *,
+                        sample_shape: Sequence[int], desc: str | None = None
+                        ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+        """Evaluate items with gradients, chunk by chunk.
+
+        Args:
+            make_batch: ``(start, stop) -> inputs`` (gradient w.r.t. the inputs), or ``-> (inputs, wrt)`` where
+                ``inputs`` was built from the leaf tensor ``wrt`` (which must require grad) inside this call.
+            score: ``(output, start, stop) -> (stop - start,)`` scalar per item; items must not interact.
+        Yields:
+            ``(start, stop, scores, grads)``: detached (n,) scores and the gradient of each item's score w.r.t.
+            its input (or ``wrt``).
+        """
+        example = None
+        if self.batch_size == AUTO and (tuple(sample_shape), True) not in _probe_table(self.model):
+            with torch.no_grad():
+                built = make_batch(0, 1)
+            example = (built[0] if isinstance(built, tuple) else built).detach()
+        for start, stop in self.chunks(total, grad=True, sample_shape=sample_shape, example=example, desc=desc):
+            with torch.enable_grad():
+                built = make_batch(start, stop)
+                if isinstance(built, tuple):
+                    inputs, wrt = built
+                    if not wrt.requires_grad:
+                        raise ValueError("make_batch returned (inputs, wrt) but wrt does not require grad")
+                else:
+                    inputs = wrt = built.detach().requires_grad_(True)
+                out = self._call(inputs)
+                scores = score(out, start, stop)
+                if scores.shape != (stop - start,):
+                    raise ValueError(f"score must return shape ({stop - start},), got {tuple(scores.shape)}")
+                (grads,) = torch.autograd.grad(scores.sum(), wrt)
+            self.n_gradient += stop - start
+            yield start, stop, scores.detach(), grads
+
+    def forward(self, x: torch.Tensor, desc: str | None = None) -> torch.Tensor:
+        """Model output for all of ``x`` (N, ...), evaluated in chunks under inference mode. Returns (N, ...)."""
+        parts = [out for _, _, out in self.forward_chunks(x.shape[0], lambda a, b: x[a:b],
+                                                          sample_shape=x.shape[1:], desc=desc)]
+        return torch.cat(parts, dim=0)

@@ -1,0 +1,31 @@
+"""Reproducible randomness that does not depend on how work is chunked.
+
+Each random item (a noise sample, a mask, a perturbation) gets its own generator derived from the method's seed, a
+stream name and the item's index, so items can be produced in any chunking, order or worker and still be identical.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import torch
+
+_MASK64 = (1 << 63) - 1
+
+
+def item_seed(seed: int, stream: str, item: int) -> int:
+    """A 63-bit seed for item ``item`` of the named ``stream`` under ``seed`` (SplitMix64-style mixing)."""
+    z = (int(seed) * 0x9E3779B97F4A7C15 + zlib.crc32(stream.encode()) * 0xBF58476D1CE4E5B9 + int(item)) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & ((1 << 64) - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & ((1 << 64) - 1)
+    return (z ^ (z >> 31)) & _MASK64
+
+
+def item_generator(seed: int, stream: str, item: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` for one item; see :func:`item_seed`."""
+    return torch.Generator().manual_seed(item_seed(seed, stream, item))
+
+
+def numpy_rng(seed: int, stream: str, item: int = 0) -> np.random.Generator:
+    """A NumPy generator for one item; see :func:`item_seed`."""
+    return np.random.default_rng(item_seed(seed, stream, item))

@@ -1,0 +1,48 @@
+"""Models that need no download: EfficientNet-Lite0 (ImageNet, from PyPI wheels) and CNNs trained here."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .digits import DigitsCNN, cache_dir, digits_cnn, train_digits_cnn
+from .imagenet import (ImageClassifier, Normalize, class_index, efficientnet_lite0, image_to_tensor,
+                       imagenet_class_names, imagenet_classes)
+
+_LOADERS: dict[str, Callable[[], torch.nn.Module]] = {
+    "efficientnet-lite0": efficientnet_lite0,
+    "digits-cnn": digits_cnn,
+}
+
+
+def available() -> list[str]:
+    """Names accepted by :func:`load`."""
+    return sorted(_LOADERS)
+
+
+def load(name: str = "efficientnet-lite0") -> torch.nn.Module:
+    """Load a model by name (see :func:`available`) or from a ``.pt`` file saved with ``torch.save(model)``.
+
+    Named models take images in [0, 1] and carry ``class_names`` and ``input_size``.
+    """
+    key = name.strip().lower().replace("_", "-")
+    if key in _LOADERS:
+        return _LOADERS[key]()
+    path = Path(name)
+    if path.suffix in (".pt", ".pth") and path.exists():
+        model = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(model, dict):
+            raise ValueError(f"{name} holds a state dict, not a model: save the whole module with torch.save(model) "
+                             "or a TorchScript module with torch.jit.save")
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"{name} does not hold an nn.Module (got {type(model).__name__})")
+        return model.eval()
+    if path.suffix in (".pt", ".pth"):
+        raise FileNotFoundError(f"model file {name} does not exist")
+    raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}, or a path to a .pt file")
+
+
+__all__ = ["DigitsCNN", "ImageClassifier", "Normalize", "available", "cache_dir", "class_index", "digits_cnn",
+           "efficientnet_lite0", "image_to_tensor", "imagenet_class_names", "imagenet_classes", "load",
+           "train_digits_cnn"]
