@@ -5,7 +5,7 @@
     e = px.get_method("ig")(model, batch_size="auto").explain(x, target=None)
     e.saliency()   # (N, H, W)
 """
-from . import core, data, methods, models
+from . import core, data, methods, models, viz
 from .core import (Explanation, Method, Target, describe_methods, explain, get_method, list_methods,
                    register_method)
 

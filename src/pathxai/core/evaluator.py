@@ -14,11 +14,14 @@ order (see :func:`accumulate_rows`). With an integer ``batch_size`` results are 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import tempfile
 import sys
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -28,8 +31,9 @@ from .validation import check_model_output
 
 AUTO = "auto"
 _CANDIDATE_SIZES = (1, 2, 4, 8, 16, 32, 64)
-# A size whose per-sample time exceeds the best seen by this factor ends the probe (larger ones are slower still).
-_SLOWER_FACTOR = 1.25
+# A size whose per-sample time exceeds the best seen by this factor ends the probe: on CPUs the per-sample time is
+# flat for small chunks and grows for large ones, so stopping early costs little and exploring far costs a lot.
+_SLOWER_FACTOR = 1.10
 _TIMINGS_PER_SIZE = 2
 
 
@@ -100,10 +104,64 @@ def _probe_table(model: Any) -> dict[tuple, _AutoProbe]:
         return _PROBES_BY_ID.setdefault(id(model), {})
 
 
-def clear_auto_cache() -> None:
-    """Forget every cached automatic chunk size (e.g. after changing the number of torch threads)."""
+def clear_auto_cache(disk: bool = False) -> None:
+    """Forget every cached automatic chunk size (in this process; also on disk with ``disk=True``)."""
     _PROBES.clear()
     _PROBES_BY_ID.clear()
+    if disk and _disk_cache_path() is not None:
+        _disk_cache_path().unlink(missing_ok=True)  # type: ignore[union-attr]
+
+
+def _disk_cache_path() -> "Path | None":
+    if os.environ.get("PATHXAI_NO_DISK_CACHE"):
+        return None
+    root = Path(os.environ.get("PATHXAI_CACHE", Path.home() / ".cache" / "pathxai"))
+    return root / "chunk_sizes.json"
+
+
+def model_fingerprint(model: Any) -> str | None:
+    """Identifies a model across processes for the chunk-size cache: class, parameter count and sum."""
+    if not isinstance(model, torch.nn.Module):
+        return None
+    params = list(model.parameters())
+    with torch.no_grad():
+        total = float(sum(p.double().sum() for p in params)) if params else 0.0
+    name = getattr(model, "model_name", type(model).__qualname__)
+    return f"{type(model).__module__}.{type(model).__qualname__}:{name}:{sum(p.numel() for p in params)}:{total:.6e}"
+
+
+def _disk_key(model: Any, key: tuple) -> str | None:
+    fp = model_fingerprint(model)
+    if fp is None:
+        return None
+    return f"{fp}|shape={list(key[0])}|grad={key[1]}|threads={torch.get_num_threads()}|torch={torch.__version__}"
+
+
+def _load_disk_choice(model: Any, key: tuple) -> int | None:
+    path, dkey = _disk_cache_path(), _disk_key(model, key)
+    if path is None or dkey is None or not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text()).get(dkey)
+    except (OSError, ValueError):
+        return None
+    return int(value) if isinstance(value, int) and value >= 1 else None
+
+
+def _save_disk_choice(model: Any, key: tuple, size: int) -> None:
+    path, dkey = _disk_cache_path(), _disk_key(model, key)
+    if path is None or dkey is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table = json.loads(path.read_text()) if path.exists() else {}
+        table[dkey] = int(size)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
+        with os.fdopen(fd, "w") as f:
+            json.dump(table, f, indent=0)
+        os.replace(tmp, path)  # atomic: parallel processes never see half a file
+    except (OSError, ValueError):
+        pass  # the cache is an optimisation only
 
 
 def estimate_sample_bytes(model: Any, sample: torch.Tensor) -> int | None:
@@ -227,14 +285,19 @@ class BatchedEvaluator:
             self.n_forward += n
 
     # ------------------------------------------------------------------ chunking
-    def _probe(self, sample_shape: Sequence[int], grad: bool, example: torch.Tensor | None) -> _AutoProbe:
+    def _probe(self, sample_shape: Sequence[int], grad: bool,
+               example: Callable[[], torch.Tensor] | None) -> _AutoProbe:
         table = _probe_table(self.model)
         key = (tuple(int(s) for s in sample_shape), bool(grad))
         probe = table.get(key)
         if probe is None:
+            cached = _load_disk_choice(self.model, key)
+            if cached is not None:
+                probe = table[key] = _AutoProbe(max_size=cached, warm=True, chosen=cached)
+                return probe
             max_size = _CANDIDATE_SIZES[-1]
             if example is not None:
-                per_sample = estimate_sample_bytes(self.model, example[:1])
+                per_sample = estimate_sample_bytes(self.model, example()[:1])
                 self.n_probe += 1
                 if per_sample:
                     factor = 3 if grad else 1  # saved activations plus their gradients
@@ -244,12 +307,13 @@ class BatchedEvaluator:
         return probe
 
     def chunks(self, total: int, *, grad: bool, sample_shape: Sequence[int] = (),
-               example: torch.Tensor | None = None, desc: str | None = None) -> Iterator[tuple[int, int]]:
+               example: Callable[[], torch.Tensor] | None = None, desc: str | None = None
+               ) -> Iterator[tuple[int, int]]:
         """Yield ``(start, stop)`` ranges covering ``range(total)``, each at most ``batch_size`` long.
 
         In ``"auto"`` mode the time the caller spends on each chunk (model call included) tunes the size; pass
-        ``sample_shape`` (shape of one model input) so that the choice is cached per shape, and ``example`` (a (1, ...)
-        input) to bound the size by the memory budget. Evaluations are not counted here: see :meth:`count`.
+        ``sample_shape`` (shape of one model input) so that the choice is cached per shape, and ``example`` (returns a
+        (1, ...) input; called once per new shape) to bound the size by the memory budget. Evaluations are not counted here: see :meth:`count`.
         """
         if total <= 0:
             return
@@ -265,8 +329,10 @@ class BatchedEvaluator:
                 self.chunk_sizes_used.add(stop - start)
                 t0 = time.perf_counter()
                 yield start, stop
-                if probe is not None and stop - start == size:
+                if probe is not None and stop - start == size and probe.chosen is None:
                     probe.record(size, time.perf_counter() - t0)
+                    if probe.chosen is not None:
+                        _save_disk_choice(self.model, (tuple(int(s) for s in sample_shape), bool(grad)), probe.chosen)
                 bar.update(stop - start)
                 start = stop
         finally:
@@ -286,9 +352,7 @@ class BatchedEvaluator:
         Yields:
             ``(start, stop, output)`` with ``output`` the model output (stop - start, ...), a normal tensor.
         """
-        example = None
-        if self.batch_size == AUTO and (sample_shape, False) not in _probe_table(self.model):
-            example = make_batch(0, 1)
+        example = lambda: make_batch(0, 1).detach()  # noqa: E731
         for start, stop in self.chunks(total, grad=False, sample_shape=sample_shape, example=example, desc=desc):
             inputs = make_batch(start, stop)
             with torch.inference_mode():
@@ -310,11 +374,11 @@ class BatchedEvaluator:
             ``(start, stop, scores, grads)``: detached (n,) scores and the gradient of each item's score w.r.t.
             its input (or ``wrt``).
         """
-        example = None
-        if self.batch_size == AUTO and (tuple(sample_shape), True) not in _probe_table(self.model):
+        def example() -> torch.Tensor:
             with torch.no_grad():
                 built = make_batch(0, 1)
-            example = (built[0] if isinstance(built, tuple) else built).detach()
+            return (built[0] if isinstance(built, tuple) else built).detach()
+
         for start, stop in self.chunks(total, grad=True, sample_shape=sample_shape, example=example, desc=desc):
             with torch.enable_grad():
                 built = make_batch(start, stop)

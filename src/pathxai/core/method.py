@@ -124,6 +124,16 @@ class Method:
                               num_classes=n_classes)
 
     def validate_input(self, x: Any) -> torch.Tensor:
+        """Check ``x`` against the method's accepted ranks and, when the model declares ``input_shape``
+        (models of ``px.models`` do), against the shape the model takes."""
+        declared = getattr(self.model, "input_shape", None)
+        if isinstance(declared, tuple) and len(declared) + 1 in self.input_ndim:
+            expected = "(N, " + ", ".join(str(d) for d in declared) + ")"
+            x = check_input(x, "x", ndim=len(declared) + 1, expected=expected)
+            if tuple(x.shape[1:]) != declared:
+                name = getattr(self.model, "model_name", type(self.model).__name__)
+                raise ValueError(f"x must have shape {expected} for the model {name}, got shape {tuple(x.shape)}")
+            return x
         return check_input(x, "x", ndim=self.input_ndim, expected=self.input_expected)
 
     def explain(self, x: torch.Tensor, target: TargetLike = None) -> Explanation:

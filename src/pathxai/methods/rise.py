@@ -43,7 +43,7 @@ class RISE(Method):
         n_masks: number of random masks (paper: 4000-8000 for ImageNet; default 2000).
         grid: mask grid size s (paper: 7).
         p: probability that a grid cell is kept (paper: 0.5).
-        score: ``"softmax"`` (the paper) or ``"output"``.
+        score: ``"softmax"`` (the paper; default for class targets) or ``"output"`` (default for callable targets).
     Attribution: (N, 1, H, W) = sum_m f(x * M_m) M_m / (n_masks * p).
     """
 
@@ -51,7 +51,7 @@ class RISE(Method):
     description = "RISE: average of random smooth masks weighted by the model's score on the masked input."
     stochastic = True
 
-    def __init__(self, model: Any, *, n_masks: int = 2000, grid: int = 7, p: float = 0.5, score: str = "softmax",
+    def __init__(self, model: Any, *, n_masks: int = 2000, grid: int = 7, p: float = 0.5, score: str | None = None,
                  **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.n_masks = check_positive_int(n_masks, "n_masks")
@@ -66,6 +66,7 @@ class RISE(Method):
         n, _, h, w = x.shape
         total = torch.zeros(n, h, w, dtype=x.dtype)
         cache: dict[str, Any] = {"index": None, "masks": None}
+        kind = self.score or ("softmax" if target.fn is None else "output")
 
         def masks_for(mask_idx: torch.Tensor) -> torch.Tensor:
             # items are laid out mask-major (all images for mask 0, then mask 1, ...): make each mask once
@@ -80,6 +81,6 @@ class RISE(Method):
         for items, out in item_outputs(self.evaluator, self.n_masks * n, build, sample_shape=x.shape[1:],
                                        desc=self.name):
             s = items % n
-            scores = target.score(out, s, kind=self.score)  # type: ignore[arg-type]
+            scores = target.score(out, s, kind=kind)  # type: ignore[arg-type]
             accumulate_rows(total, s, masks_for(items // n).to(x.dtype), scores)
         return (total / (self.n_masks * self.p)).unsqueeze(1), {}

@@ -11,7 +11,7 @@ from torch import nn
 from ..data.digits import DIGITS_SIZE, digits
 from .imagenet import ImageClassifier
 
-_VERSION = 1
+_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -22,13 +22,18 @@ def cache_dir() -> Path:
 
 
 class DigitsCNN(nn.Module):
-    """(N, 1, 28, 28) in [0, 1] -> (N, 10) logits: three 3x3 conv layers, two max-pools, one linear layer."""
+    """(N, 1, 28, 28) in [0, 1] -> (N, 10) logits: three 3x3 conv layers, two average pools, one linear layer.
+
+    Average rather than max pooling: max pooling over the flat plateaus of upsampled digits has exact ties, where the
+    gradient jumps between tied inputs on float32 rounding noise and gradient methods stop being reproducible
+    across batch sizes.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2),
             nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
         )
         self.classifier = nn.Linear(32 * 7 * 7, 10)
@@ -84,6 +89,6 @@ def digits_cnn(retrain: bool = False) -> ImageClassifier:
         torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: concurrent test workers never read half a file
     wrapper = ImageClassifier(model, nn.Identity(), [str(i) for i in range(10)], (DIGITS_SIZE, DIGITS_SIZE),
-                              "digits-cnn", gradcam_layer=model.features[6])
+                              "digits-cnn", gradcam_layer=model.features[6], channels=1)
     wrapper.test_accuracy = accuracy
     return wrapper.eval()

@@ -72,7 +72,8 @@ class ImageClassifier(torch.nn.Module):
     """
 
     def __init__(self, net: torch.nn.Module, normalize: torch.nn.Module, class_names: Sequence[str],
-                 input_size: tuple[int, int], name: str, gradcam_layer: torch.nn.Module | None = None) -> None:
+                 input_size: tuple[int, int], name: str, gradcam_layer: torch.nn.Module | None = None,
+                 channels: int | None = None) -> None:
         super().__init__()
         self.normalize = normalize
         self.net = net
@@ -80,9 +81,16 @@ class ImageClassifier(torch.nn.Module):
         self.input_size = input_size
         self.model_name = name
         self.gradcam_layer = gradcam_layer
+        self.normalize_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.normalize(x))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one input, checked by every method before it runs."""
+        return (int(self.normalize.mean.numel()) if self.normalize_channels is None else self.normalize_channels,
+                *self.input_size)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """An (H, W, 3) uint8 or float image -> (1, 3, h, w) float tensor in [0, 1]: centre-crop and resize."""
@@ -134,4 +142,4 @@ def efficientnet_lite0() -> ImageClassifier:
     """
     net = _efficientnet_lite0_net()
     return ImageClassifier(net, Normalize(LITE_MEAN, LITE_STD), imagenet_class_names(), (INPUT_SIZE, INPUT_SIZE),
-                           "efficientnet-lite0", gradcam_layer=net._conv_head).eval()
+                           "efficientnet-lite0", gradcam_layer=net._conv_head, channels=3).eval()
