@@ -6,10 +6,11 @@
     e.saliency()   # (N, H, W)
 """
 from . import core, data, methods, models, viz
+from . import metrics
 from .core import (Explanation, Method, Target, describe_methods, explain, get_method, list_methods,
                    register_method)
 
 __version__ = "0.1.0"
 
 __all__ = ["Explanation", "Method", "Target", "core", "data", "describe_methods", "explain", "get_method",
-           "list_methods", "methods", "models", "register_method", "__version__"]
+           "list_methods", "methods", "metrics", "models", "register_method", "__version__"]

@@ -22,6 +22,8 @@ def quadrature(n_steps: int, method: str = "gausslegendre") -> tuple[torch.Tenso
     """Nodes ``alpha`` in [0, 1] and weights ``w`` (both (n_steps,), float64) approximating integrals over [0, 1].
 
     ``gausslegendre`` maps the Legendre nodes from [-1, 1]; the Riemann rules use ``n_steps`` equal cells.
+    ``riemann_trapezoid`` is the textbook rule (weights 1/(n-1), halved at the ends, summing to 1); Captum's weights
+    are 1/n with halved ends and sum to (n-1)/n, so its trapezoid attributions are smaller by (n-1)/n.
     """
     n = check_positive_int(n_steps, "n_steps")
     if method == "gausslegendre":

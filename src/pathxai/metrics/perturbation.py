@@ -30,17 +30,20 @@ s_b = s_0 and s_x = s_K; both ends are taken from the curve itself, so the norma
 Why ``"samp"`` is that formula. Table 1 of the SAMP paper (slides in shared/seeds/samp_path_choice.txt) reports,
 for example, "SAMP (ours) -0.093 (±0.142) 1.074 (±0.176)" (MNIST deletion / insertion), "IG -0.372 (±0.535)
 1.452 (±0.400)" on CIFAR-10 and "SAMP++ ... 1.116" insertion on ImageNet. A deletion AUC below 0 is impossible with
-raw probabilities (>= 0), and an insertion AUC above 1 is impossible with raw probabilities (<= 1); raw logits would
+raw probabilities (>= 0) and an insertion AUC above 1 is impossible with raw probabilities (<= 1); raw logits would
 give AUCs of the size of the logits (~10 for a confident ImageNet model), not values of order 1 on all three data sets
-and models. The seed does not write the formula down, and we could not retrieve the paper's text here, so the
-choice rests on these numbers: a per-sample affine rescaling that maps the model's score at the baseline to 0 and at
-the full input to 1 is the simplest convention consistent with all of them. The curve then leaves [0, 1] exactly
-when removing the top-ranked pixels pushes the class score *below* its value on the all-baseline image (deletion
-< 0) or inserting them pushes it *above* its value on the full image (insertion > 1) -- both typical of sparse,
-concentrated attributions such as SAMP's. The paper's settings otherwise follow RISE: deletion towards black,
-insertion from a blurred image (an ICLR reviewer quotes its appendix A.5.3: "the setting of Deletion/Insertion is
-consistent with 'B+G'", where B is the black end point of the x -> baseline path; G presumably the Gaussian blur). Where s_x == s_b the normalised curve is undefined: the score is NaN and a
-RuntimeWarning names the samples.
+and models. So the curve is rescaled per sample. The seed does not write the formula down and we could not retrieve
+the paper's text here, so the choice rests on these numbers: the affine rescaling that maps the score at the baseline
+to 0 and at the full input to 1 is the simplest convention consistent with all of them, and it is what
+``"samp"`` implements. The curve then leaves [0, 1] exactly when removing the top-ranked pixels pushes the class
+score *below* its value on the all-baseline image (deletion < 0) or inserting them pushes it *above* its value on the
+full image (insertion > 1) -- both typical of sparse, concentrated attributions such as SAMP's. Honest caveat: the
+ratio ``normalisation="input"`` with ``score="logit"`` (s_k / s_x on logits) can also produce negative deletion and
+insertion above 1, and the seed's numbers cannot tell the two apart; if the paper's text says otherwise, the ratio
+is available under its own name. The paper's settings otherwise follow RISE: deletion towards black, insertion from
+a blurred image (an ICLR reviewer quotes its appendix A.5.3: "the setting of Deletion/Insertion is consistent with
+'B+G'", B being the black end of the x -> baseline path, G presumably the Gaussian blur). Where s_x == s_b the
+normalised curve is undefined: the score is NaN and a RuntimeWarning names the samples.
 
 Every (image, step) evaluation goes through :class:`~pathxai.core.BatchedEvaluator`: items are laid out sample-major
 (item j is step j % (K+1) of sample j // (K+1)) and each chunk's inputs are built on the fly, so memory is bounded by

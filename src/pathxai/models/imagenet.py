@@ -93,8 +93,13 @@ class ImageClassifier(torch.nn.Module):
                 *self.input_size)
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
-        """An (H, W, 3) uint8 or float image -> (1, 3, h, w) float tensor in [0, 1]: centre-crop and resize."""
-        return image_to_tensor(image, self.input_size)
+        """An (H, W, C) or (H, W) uint8 or float image -> (1, C', h, w) float tensor in [0, 1] for this model:
+        centre-crop, resize, and convert colour to grey (or grey to colour) to match the model's channels."""
+        x = image_to_tensor(image, self.input_size)
+        channels = self.input_shape[0]
+        if x.shape[1] != channels:
+            x = x.mean(1, keepdim=True) if channels == 1 else x[:, :1].expand(-1, channels, -1, -1).contiguous()
+        return x
 
 
 def image_to_tensor(image: np.ndarray, size: tuple[int, int] | None = None, center_crop: bool = True) -> torch.Tensor:

@@ -1,0 +1,31 @@
+"""Faithfulness, localisation and axiomatic metrics: each is a function returning a result with a per-sample
+``score`` (N,) and the ``curve`` or data behind it.
+
+    import pathxai as px
+    r = px.metrics.insertion(model, x, e.saliency(), target, steps=100, baseline="blur")
+    r.score    # (N,) AUC          r.curve    # (N, steps + 1)
+
+Every metric carries Quantus-style metadata as ``fn.info`` (:class:`MetricInfo`: category, which direction is
+better, what it needs); :func:`list_metrics` / :func:`get_metric` / :func:`describe_metrics` enumerate them. Model
+evaluations go through the shared batched evaluator, so ``batch_size`` bounds memory on every metric.
+
+- :func:`deletion`, :func:`insertion`: RISE curves; ``normalisation="samp"`` is the convention of the SAMP paper
+  (see :mod:`pathxai.metrics.perturbation` for the conventions side by side).
+- :func:`pointing_game`: TorchRay protocol, boxes or masks, per-class mean, difficult subset.
+- :func:`sensitivity_n`: Ancona et al. 2018.
+- :func:`completeness`: sum of attributions vs f(x) - f(baseline).
+- :func:`infidelity`, :func:`sensitivity_max`: Captum's, driven by pathxai methods and targets.
+"""
+from ._common import MetricInfo, MetricResult, describe_metrics, get_metric, list_metrics
+from .captum_adapter import CaptumMetricResult, infidelity, sensitivity_max
+from .completeness import CompletenessResult, completeness
+from .perturbation import NORMALISATIONS, PerturbationCurve, deletion, insertion, pixel_ranks, trapezoid_auc
+from .pointing import PointingGameResult, boxes_to_mask, pointing_game
+from .sensitivity import SensitivityNResult, default_ns, sensitivity_n
+
+__all__ = [
+    "CaptumMetricResult", "CompletenessResult", "MetricInfo", "MetricResult", "NORMALISATIONS", "PerturbationCurve",
+    "PointingGameResult", "SensitivityNResult", "boxes_to_mask", "completeness", "default_ns", "deletion",
+    "describe_metrics", "get_metric", "infidelity", "insertion", "list_metrics", "pixel_ranks", "pointing_game",
+    "sensitivity_max", "sensitivity_n", "trapezoid_auc",
+]
