@@ -10,4 +10,12 @@ FAST_PARAMS: dict[str, dict] = {
     "vargrad": {"n_samples": 4},
     "rise": {"n_masks": 24},
     "occlusion": {"window": 8, "stride": 8},
+    "samp": {"step_size": 0.1},
+    "samp++": {"step_size": 0.1},
+    "blur_ig": {"n_steps": 8},
+    "guided_ig": {"n_steps": 6},
+    "ablation_path": {"n_steps": 4, "mask_size": 14, "min_iterations": 1, "max_iterations": 3},
+    "relax": {"n_masks": 24},
+    "u_relax": {"n_masks": 24},
+    "rep_smooth_saliency": {"n_samples": 4},
 }
