@@ -8,6 +8,7 @@ from typing import Iterable
 import numpy as np
 
 from .digits import digits
+from .suites import Suite, SuiteItem, list_suites, load_suite, save_item_png
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -67,4 +68,5 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-__all__ = ["SampleImage", "digits", "image_files", "load_image", "sample_images"]
+__all__ = ["SampleImage", "Suite", "SuiteItem", "digits", "image_files", "list_suites", "load_image", "load_suite",
+           "sample_images", "save_item_png"]

@@ -6,6 +6,7 @@ from typing import Callable
 
 import torch
 
+from .clutter import ClutterCNN, digits_clutter_cnn, train_clutter_cnn
 from .digits import DigitsCNN, cache_dir, digits_cnn, train_digits_cnn
 from .imagenet import (ImageClassifier, Normalize, class_index, efficientnet_lite0, image_to_tensor,
                        imagenet_class_names, imagenet_classes)
@@ -13,6 +14,7 @@ from .imagenet import (ImageClassifier, Normalize, class_index, efficientnet_lit
 _LOADERS: dict[str, Callable[[], torch.nn.Module]] = {
     "efficientnet-lite0": efficientnet_lite0,
     "digits-cnn": digits_cnn,
+    "digits-clutter-cnn": digits_clutter_cnn,
 }
 
 
@@ -43,6 +45,6 @@ def load(name: str = "efficientnet-lite0") -> torch.nn.Module:
     raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}, or a path to a .pt file")
 
 
-__all__ = ["DigitsCNN", "ImageClassifier", "Normalize", "available", "cache_dir", "class_index", "digits_cnn",
-           "efficientnet_lite0", "image_to_tensor", "imagenet_class_names", "imagenet_classes", "load",
-           "train_digits_cnn"]
+__all__ = ["ClutterCNN", "DigitsCNN", "ImageClassifier", "Normalize", "available", "cache_dir", "class_index",
+           "digits_clutter_cnn", "digits_cnn", "efficientnet_lite0", "image_to_tensor", "imagenet_class_names",
+           "imagenet_classes", "load", "train_clutter_cnn", "train_digits_cnn"]
