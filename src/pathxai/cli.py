@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Optional
@@ -131,6 +132,178 @@ def list_methods_cmd() -> None:
     width = max(len(n) for n in px.list_methods())
     for name, text in px.describe_methods().items():
         typer.echo(f"{name.ljust(width)}  {text}")
+
+
+@app.command()
+def evaluate(
+    suite: str = typer.Option("digits-clutter", "--suite", "-s",
+                              help="Evaluation suite with ground truth: photos, digits, digits-clutter."),
+    methods: str = typer.Option("ig,gradcam,rise,occlusion", "--methods", help="Comma-separated method names."),
+    metrics: str = typer.Option("insertion,deletion,pointing", "--metrics",
+                                help="Comma-separated: insertion, deletion, pointing, sensitivity_n."),
+    n_images: Optional[int] = typer.Option(None, "--n-images", "-n", help="Images from the suite (default: all)."),
+    steps: int = typer.Option(50, "--steps", help="Points of the insertion/deletion curves."),
+    normalisation: str = typer.Option("none", "--normalisation",
+                                      help="Insertion/deletion curve: none (RISE), input, or samp (SAMP paper)."),
+    batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Chunk size, or 'auto'."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the suite and of stochastic methods."),
+    param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p rise.n_masks=1000."),
+    out: Path = typer.Option(Path("pathxai-eval"), "--out", "-o", help="Folder for CSV/JSON tables and plots."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars."),
+) -> None:
+    """Score methods on a suite with known ground truth: prints a table, writes CSV/JSON and plots."""
+    from . import evaluation
+    from .data import list_suites
+
+    if suite.replace("_", "-") not in list_suites():
+        raise typer.BadParameter(f"unknown suite {suite!r}; available: {', '.join(list_suites())}")
+    names = [n.strip() for n in methods.split(",") if n.strip()]
+    metric_names = [n.strip() for n in metrics.split(",") if n.strip()]
+    import pathxai as px
+
+    for name in names:
+        try:
+            px.get_method(name)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+    bad = [m for m in metric_names if m not in evaluation.METRIC_NAMES]
+    if bad:
+        raise typer.BadParameter(f"unknown metric(s) {bad}; available: {', '.join(evaluation.METRIC_NAMES)}")
+    result = evaluation.evaluate(suite, names, metric_names, n_images=n_images, seed=seed,
+                                 batch_size=_parse_batch_size(batch_size), steps=steps, normalisation=normalisation,
+                                 method_params=_method_params(param), progress=progress)
+    files = result.save(out)
+    typer.echo(f"{result.suite} suite, model {result.model}, {len(result.item_names)} images; settings: "
+               f"steps={steps}, normalisation={normalisation}, "
+               f"pointing tolerance {result.settings['pointing_tolerance_px']:.1f} px")
+    typer.echo(result.format_table())
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def _method_params(param: List[str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for key, value in _parse_params(param).items():
+        if "." not in key:
+            raise typer.BadParameter(f"--param expects METHOD.KEY=VALUE, got {key!r}")
+        method_name, arg = key.split(".", 1)
+        overrides.setdefault(method_name, {})[arg] = value
+    return overrides
+
+
+# Cheaper-than-default parameters the benchmark uses unless overridden (stated in its output).
+BENCH_DEFAULTS: dict[str, dict[str, Any]] = {"rise": {"n_masks": 500}}
+
+
+@app.command()
+def bench(
+    methods: str = typer.Option("ig,smoothgrad,gradient_x_input,gradcam,occlusion,rise", "--methods",
+                                help="Comma-separated method names."),
+    model: str = typer.Option("efficientnet-lite0", "--model", "-m", help="Bundled model name."),
+    repeats: int = typer.Option(3, "--repeats", help="Interleaved repeats; medians are reported."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Also measure peak memory at 1x and 10x cost."),
+    batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Chunk size, or 'auto'."),
+    param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p rise.n_masks=1000."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the markdown tables to this file."),
+) -> None:
+    """Measure each method's overhead over the raw model passes it needs, and its memory as the work grows 10x."""
+    import platform
+
+    import torch
+
+    import pathxai as px
+    from . import bench as bench_lib
+
+    names = [n.strip() for n in methods.split(",") if n.strip()]
+    for name in names:
+        try:
+            px.get_method(name)
+        except ValueError as err:
+            raise typer.BadParameter(str(err)) from None
+    overrides = _method_params(param)
+    try:
+        net = px.models.load(model)
+    except (ValueError, FileNotFoundError, TypeError) as err:
+        raise typer.BadParameter(str(err)) from None
+    if model.startswith("efficientnet"):
+        x = net.preprocess(px.data.sample_images(["chelsea"])[0].image)
+    else:
+        x = px.data.digits("test")[0][:1]
+    bs = _parse_batch_size(batch_size)
+    rows, mems = [], []
+    for name in names:
+        params = {**BENCH_DEFAULTS.get(name, {}), **overrides.get(name, {})}
+        rows.append(bench_lib.overhead_ratio(name, net, x, None, repeats=repeats, batch_size=bs, **params))
+        typer.echo(f"{name}: {rows[-1].ratio:.2f}x the plain passes ({rows[-1].seconds:.2f} s)", err=True)
+        if memory:
+            result = bench_lib.memory_growth(name, net, x, None, batch_size=4 if bs == "auto" else bs, **params)
+            if result is not None:
+                mems.append(result)
+    header = (f"model {model}, input {tuple(x.shape)}, {torch.get_num_threads()} threads, "
+              f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, batch_size={batch_size}; "
+              f"parameters: " + "; ".join(f"{r.method} {r.params}" for r in rows))
+    text = "\n\n".join([header, bench_lib.format_overheads(rows)] + ([bench_lib.format_memory(mems)] if mems else []))
+    typer.echo(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
+from .equivariant.cli import denoise_app
+app.add_typer(denoise_app, name="denoise")
+
+
+@app.command("run")
+def run_cmd(
+    data: str = typer.Argument(..., help="A folder of images (with optional labels.csv/labels.json) or a suite name "
+                                         "(photos, digits, digits-clutter)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: the store; rerun with it to resume."),
+    methods: str = typer.Option("ig", "--methods", help="Comma-separated method names."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Bundled model name or .pt file (default for a suite: its model)."),
+    metrics: str = typer.Option("insertion,deletion,pointing", "--metrics",
+                                help="Comma-separated: insertion, deletion, pointing ('' for none)."),
+    engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Ray cluster address (default: start a local Ray instance)."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (local) or Ray actors/CPUs (ray)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV/JSON (default: DATA/labels.csv|json)."),
+    n_images: Optional[int] = typer.Option(None, "--n-images", "-n", help="Only the first N items."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Model evaluations per pass (an integer)."),
+    steps: int = typer.Option(20, "--steps", help="Points of the insertion/deletion curves."),
+    shard_size: int = typer.Option(4, "--shard-size", help="Items per scheduled unit of work."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the suite and of stochastic methods."),
+    param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p ig.n_steps=16."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Explain a whole data set into a resumable store (killed runs resume where they stopped)."""
+    from .runs import format_summary, run
+
+    names = [n.strip() for n in methods.split(",") if n.strip()]
+    metric_names = [n.strip() for n in metrics.split(",") if n.strip()]
+    try:
+        table = run(data, names, out=out, model=model, metrics=metric_names, engine=engine, workers=workers,
+                    ray_address=ray_address, labels=labels, n_images=n_images, seed=seed, batch_size=batch_size,
+                    steps=steps, shard_size=shard_size, method_params=_method_params(param), progress=progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(format_summary(table))
+    typer.echo(f"results in {out} (summary.json); browse with: pathxai report {out}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `pathxai run`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
+    max_images: int = typer.Option(50, "--max-images", help="Images shown with heatmaps (the table has all)."),
+) -> None:
+    """Write a static HTML report of a run: sortable table, curves, heatmaps, ablation-path sliders."""
+    from .runs.report import write_report
+
+    try:
+        path = write_report(run_dir, out, max_images=max_images)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(f"wrote {path}")
 
 
 def main() -> None:

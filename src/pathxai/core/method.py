@@ -72,6 +72,9 @@ class Method:
     saliency_reduction: ClassVar[str] = "sum"
     input_ndim: ClassVar[tuple[int, ...]] = (4,)
     input_expected: ClassVar[str] = "(N, C, H, W)"
+    # the constructor parameter that scales the number of model evaluations (steps, samples, masks), if any:
+    # the benchmark harness grows it 10x to check that memory stays flat
+    cost_param: ClassVar[str | None] = None
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], *, batch_size: int | str = AUTO,
                  seed: int = 0, progress: bool | None = None) -> None:

@@ -70,6 +70,7 @@ class SmoothGrad(Method):
     name = "smoothgrad"
     description = "SmoothGrad: gradients averaged over Gaussian-noised copies of the input."
     stochastic = True
+    cost_param = "n_samples"
     saliency_reduction = "max_abs"
     input_ndim = (2, 3, 4)
     input_expected = "(N, C, H, W) or (N, L, D) or (N, D)"

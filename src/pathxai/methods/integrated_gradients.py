@@ -60,6 +60,7 @@ class IntegratedGradients(Method):
     description = "Integrated Gradients: path integral of gradients along the straight line from a baseline."
     input_ndim = (2, 3, 4)
     input_expected = "(N, C, H, W) or (N, L, D) or (N, D)"
+    cost_param = "n_steps"
 
     def __init__(self, model: Any, *, n_steps: int = 50, method: str = "gausslegendre",
                  baseline: BaselineLike = "zero", blur_sigma: float = 10.0, score: str = "output",

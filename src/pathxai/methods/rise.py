@@ -50,6 +50,7 @@ class RISE(Method):
     name = "rise"
     description = "RISE: average of random smooth masks weighted by the model's score on the masked input."
     stochastic = True
+    cost_param = "n_masks"
 
     def __init__(self, model: Any, *, n_masks: int = 2000, grid: int = 7, p: float = 0.5, score: str | None = None,
                  **kwargs: Any) -> None:

@@ -1,0 +1,159 @@
+"""Benchmark harness: overhead ratios against raw model passes, and peak memory as the work grows.
+
+Speed is reported as a ratio against a reference measured in the same process, interleaved with the method's runs
+(median of repeats): these machines are shared and noisy, ratios survive that, seconds do not.
+
+- **overhead ratio**: a method's wall time divided by the time of the same number of plain model evaluations
+  (forward-only and forward+backward, as the method's ``meta`` counts them) at the same chunk size, on the same input
+  shape. 1.0 is the physical limit; anything above is the method's own work (masks, projections, bookkeeping).
+- **memory growth**: peak resident memory above the starting point while the method runs with its cost parameter
+  (``Method.cost_param``: steps, samples, masks) at 1x and 10x. Streaming methods stay flat.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .core import get_method
+from .core.evaluator import evaluation_mode
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """Context manager sampling this process's resident memory every ``interval`` s; ``.peak`` is the growth
+    (bytes) above the value at entry. Linux only (reads /proc/self/statm)."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss_bytes() - self.start)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRSS":
+        gc.collect()
+        self.start = _rss_bytes()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes() - self.start)
+
+
+def plain_passes(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, n_forward: int, n_gradient: int,
+                 chunk: int) -> None:
+    """Run ``n_forward`` inference passes and ``n_gradient`` forward+backward passes of inputs shaped like ``x[:1]``
+    in chunks of ``chunk``: the reference a method's overhead is measured against."""
+    sample = x[:1]
+    with evaluation_mode(model):
+        with torch.inference_mode():
+            for s in range(0, n_forward, chunk):
+                model(sample.expand(min(chunk, n_forward - s), *sample.shape[1:]).contiguous())
+        for s in range(0, n_gradient, chunk):
+            batch = sample.expand(min(chunk, n_gradient - s), *sample.shape[1:]).clone().requires_grad_(True)
+            out = model(batch)
+            torch.autograd.grad(out[:, 0].sum() if out.ndim == 2 else out.sum(), batch)
+
+
+@dataclass
+class OverheadResult:
+    method: str
+    seconds: float
+    reference_seconds: float
+    forward_evaluations: int
+    gradient_evaluations: int
+    chunk_size: int
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / self.reference_seconds
+
+
+def overhead_ratio(name: str, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: Any = None,
+                   *, repeats: int = 3, batch_size: int | str = "auto", **params: Any) -> OverheadResult:
+    """Median wall time of ``get_method(name)(model, **params).explain(x, target)`` over ``repeats`` runs, against
+    the plain passes it used (same counts, same chunk size), runs interleaved. One warm-up run settles ``auto``."""
+    method = get_method(name)(model, batch_size=batch_size, progress=False, **params)
+    warm = method.explain(x, target)
+    chunk = max(warm.meta["chunk_sizes"]) if warm.meta["chunk_sizes"] else 1
+    n_fwd, n_grad = warm.meta["forward_evaluations"], warm.meta["gradient_evaluations"]
+    ours, ref = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        method.explain(x, target)
+        ours.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        plain_passes(model, x, n_fwd, n_grad, chunk)
+        ref.append(time.perf_counter() - t0)
+    return OverheadResult(name, statistics.median(ours), statistics.median(ref), n_fwd, n_grad, chunk,
+                          method.params())
+
+
+@dataclass
+class MemoryResult:
+    method: str
+    cost_param: str
+    values: tuple[int, int]
+    peak_bytes: tuple[int, int]
+
+    @property
+    def growth(self) -> float:
+        """Peak at 10x over peak at 1x (1.0 = flat)."""
+        return self.peak_bytes[1] / max(self.peak_bytes[0], 1)
+
+
+def memory_growth(name: str, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: Any = None,
+                  *, base: int | None = None, batch_size: int | str = 4, **params: Any) -> MemoryResult | None:
+    """Peak RSS growth with the method's cost parameter at ``base`` and ``10 * base``; ``None`` if it has none."""
+    cls = get_method(name)
+    param = getattr(cls, "cost_param", None)
+    if param is None:
+        return None
+    if base is None:
+        base = int(params.pop(param, None) or 20)
+    peaks = []
+    for value in (base, 10 * base):
+        method = cls(model, batch_size=batch_size, progress=False, **{**params, param: value})
+        method.explain(x, target)  # warm: allocator pools, auto chunk size
+        with PeakRSS() as rss:
+            method.explain(x, target)
+        peaks.append(rss.peak)
+    return MemoryResult(name, param, (base, 10 * base), (peaks[0], peaks[1]))
+
+
+def format_overheads(rows: Sequence[OverheadResult]) -> str:
+    """Markdown table of overhead results."""
+    lines = ["| method | seconds | plain passes (s) | ratio | forward evals | gradient evals | chunk |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.method} | {r.seconds:.3f} | {r.reference_seconds:.3f} | {r.ratio:.2f} | "
+                     f"{r.forward_evaluations} | {r.gradient_evaluations} | {r.chunk_size} |")
+    return "\n".join(lines)
+
+
+def format_memory(rows: Sequence[MemoryResult]) -> str:
+    """Markdown table of memory results."""
+    lines = ["| method | parameter | 1x → 10x | peak RSS growth at 1x (MiB) | at 10x (MiB) | ratio |",
+             "|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r.method} | {r.cost_param} | {r.values[0]} → {r.values[1]} | {r.peak_bytes[0] / 2**20:.1f} "
+                     f"| {r.peak_bytes[1] / 2**20:.1f} | {r.growth:.2f} |")
+    return "\n".join(lines)
