@@ -119,6 +119,13 @@ def explain(
         save_overlay(x[0], e.saliency()[0], stem.with_suffix(".png"), method=cls.name,
                      title=f"{name}: {label} (class {explained}, p = {float(probs[explained]):.2f}) — {cls.name}")
         e.save(str(stem.with_suffix(".npz")))
+        if "path" in e.extras and "curve" in e.extras and "baseline" in e.extras:
+            from .viz import save_path_strip
+
+            strip = save_path_strip(x[0], e.extras["path"][0], e.extras["baseline"][0], e.extras["curve"][0, 0],
+                                    out / f"{stem.name}_path.png", class_name=label,
+                                    title=f"{name}: ablation path for {label}")
+            typer.echo(f"  path strip and score along the path -> {strip}")
         typer.echo(f"{name}: predicted {pred_label} (class {predicted}, p = {float(probs[predicted]):.2f}); "
                    f"explained class {explained} with {cls.name} in {e.meta['wall_time_s']:.1f} s "
                    f"({e.meta['model_evaluations']} model evaluations) -> {stem.with_suffix('.png')}")
