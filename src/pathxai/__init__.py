@@ -9,6 +9,8 @@ from . import core, data, methods, models, viz
 from . import evaluation
 from .evaluation import EvaluationResult, evaluate
 from . import metrics
+from . import runs
+from .runs import load_run, run
 from .core import (Explanation, Method, Target, describe_methods, explain, get_method, list_methods,
                    register_method)
 
@@ -16,5 +18,5 @@ __version__ = "0.1.0"
 
 __all__ = ["EvaluationResult", "Explanation", "Method", "Target", "core", "data", "describe_methods", "evaluate",
            "evaluation", "explain", "get_method",
-           "list_methods", "methods", "metrics", "models", "register_method",
+           "list_methods", "load_run", "methods", "metrics", "models", "register_method", "run", "runs",
            "__version__"]

@@ -255,6 +255,64 @@ def bench(
         out.write_text(text + "\n")
 
 
+from .equivariant.cli import denoise_app
+app.add_typer(denoise_app, name="denoise")
+
+
+@app.command("run")
+def run_cmd(
+    data: str = typer.Argument(..., help="A folder of images (with optional labels.csv/labels.json) or a suite name "
+                                         "(photos, digits, digits-clutter)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: the store; rerun with it to resume."),
+    methods: str = typer.Option("ig", "--methods", help="Comma-separated method names."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Bundled model name or .pt file (default for a suite: its model)."),
+    metrics: str = typer.Option("insertion,deletion,pointing", "--metrics",
+                                help="Comma-separated: insertion, deletion, pointing ('' for none)."),
+    engine: str = typer.Option("local", "--engine", help="local (processes on this machine) or ray."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Ray cluster address (default: start a local Ray instance)."),
+    workers: int = typer.Option(1, "--workers", "-w", help="Worker processes (local) or Ray actors/CPUs (ray)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV/JSON (default: DATA/labels.csv|json)."),
+    n_images: Optional[int] = typer.Option(None, "--n-images", "-n", help="Only the first N items."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Model evaluations per pass (an integer)."),
+    steps: int = typer.Option(20, "--steps", help="Points of the insertion/deletion curves."),
+    shard_size: int = typer.Option(4, "--shard-size", help="Items per scheduled unit of work."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the suite and of stochastic methods."),
+    param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p ig.n_steps=16."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar."),
+) -> None:
+    """Explain a whole data set into a resumable store (killed runs resume where they stopped)."""
+    from .runs import format_summary, run
+
+    names = [n.strip() for n in methods.split(",") if n.strip()]
+    metric_names = [n.strip() for n in metrics.split(",") if n.strip()]
+    try:
+        table = run(data, names, out=out, model=model, metrics=metric_names, engine=engine, workers=workers,
+                    ray_address=ray_address, labels=labels, n_images=n_images, seed=seed, batch_size=batch_size,
+                    steps=steps, shard_size=shard_size, method_params=_method_params(param), progress=progress)
+    except (ValueError, FileNotFoundError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(format_summary(table))
+    typer.echo(f"results in {out} (summary.json); browse with: pathxai report {out}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `pathxai run`."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
+    max_images: int = typer.Option(50, "--max-images", help="Images shown with heatmaps (the table has all)."),
+) -> None:
+    """Write a static HTML report of a run: sortable table, curves, heatmaps, ablation-path sliders."""
+    from .runs.report import write_report
+
+    try:
+        path = write_report(run_dir, out, max_images=max_images)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     app()
 

@@ -13,19 +13,29 @@ evaluations go through the shared batched evaluator, so ``batch_size`` bounds me
   (see :mod:`pathxai.metrics.perturbation` for the conventions side by side).
 - :func:`pointing_game`: TorchRay protocol, boxes or masks, per-class mean, difficult subset.
 - :func:`sensitivity_n`: Ancona et al. 2018.
+- :func:`negative_perturbation`: post-hoc accuracy / consistency AUCs (Gat et al. 2022).
 - :func:`completeness`: sum of attributions vs f(x) - f(baseline).
+- :func:`pointing_game_unified`, :func:`top_k_intersection`, :func:`relevance_rank_accuracy`,
+  :func:`monotonicity_correlation`: the scores of the RELAX paper (see :mod:`pathxai.metrics.localisation`).
 - :func:`infidelity`, :func:`sensitivity_max`: Captum's, driven by pathxai methods and targets.
 """
 from ._common import MetricInfo, MetricResult, describe_metrics, get_metric, list_metrics
 from .captum_adapter import CaptumMetricResult, infidelity, sensitivity_max
 from .completeness import CompletenessResult, completeness
+from .localisation import (LocalisationResult, MonotonicityResult, monotonicity_correlation, pointing_game_unified,
+                           relevance_rank_accuracy, spearman, top_k_intersection)
+from .negative_perturbation import NegativePerturbationResult, negative_perturbation
 from .perturbation import NORMALISATIONS, PerturbationCurve, deletion, insertion, pixel_ranks, trapezoid_auc
 from .pointing import PointingGameResult, boxes_to_mask, pointing_game
 from .sensitivity import SensitivityNResult, default_ns, sensitivity_n
+from .structured import StructuredMetricResult, median_rank, posthoc_accuracy, posthoc_f1, top_k_mask
 
 __all__ = [
     "CaptumMetricResult", "CompletenessResult", "MetricInfo", "MetricResult", "NORMALISATIONS", "PerturbationCurve",
     "PointingGameResult", "SensitivityNResult", "boxes_to_mask", "completeness", "default_ns", "deletion",
     "describe_metrics", "get_metric", "infidelity", "insertion", "list_metrics", "pixel_ranks", "pointing_game",
     "sensitivity_max", "sensitivity_n", "trapezoid_auc",
+    "LocalisationResult", "MonotonicityResult", "monotonicity_correlation", "pointing_game_unified",
+    "relevance_rank_accuracy", "spearman", "top_k_intersection",
+    "NegativePerturbationResult", "negative_perturbation",
 ]

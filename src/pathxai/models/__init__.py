@@ -6,8 +6,12 @@ from typing import Callable
 
 import torch
 
+from .audio import AudioClassifier, CommandsCNN, command_clips, commands_cnn, two_command_clips
+from .text import SentimentCNN, TextClassifier, sentiment_cnn, sentiment_corpus
 from .clutter import ClutterCNN, digits_clutter_cnn, train_clutter_cnn
 from .digits import DigitsCNN, cache_dir, digits_cnn, train_digits_cnn
+from .encoders import (ENCODERS, ImageEncoder, SentenceEncoder, clutter_simclr, digits_cnn_features,
+                       efficientnet_lite0_features, minilm_sentence_encoder)
 from .imagenet import (ImageClassifier, Normalize, class_index, efficientnet_lite0, image_to_tensor,
                        imagenet_class_names, imagenet_classes)
 
@@ -15,6 +19,9 @@ _LOADERS: dict[str, Callable[[], torch.nn.Module]] = {
     "efficientnet-lite0": efficientnet_lite0,
     "digits-cnn": digits_cnn,
     "digits-clutter-cnn": digits_clutter_cnn,
+    "commands-cnn": commands_cnn,
+    "sentiment-cnn": sentiment_cnn,
+    **ENCODERS,
 }
 
 
@@ -45,6 +52,10 @@ def load(name: str = "efficientnet-lite0") -> torch.nn.Module:
     raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}, or a path to a .pt file")
 
 
-__all__ = ["ClutterCNN", "DigitsCNN", "ImageClassifier", "Normalize", "available", "cache_dir", "class_index",
+__all__ = ["AudioClassifier", "CommandsCNN", "command_clips", "commands_cnn", "two_command_clips",
+           "SentimentCNN", "TextClassifier", "sentiment_cnn", "sentiment_corpus",
+           "ClutterCNN", "DigitsCNN", "ImageClassifier", "Normalize", "available", "cache_dir", "class_index",
            "digits_clutter_cnn", "digits_cnn", "efficientnet_lite0", "image_to_tensor", "imagenet_class_names",
-           "imagenet_classes", "load", "train_clutter_cnn", "train_digits_cnn"]
+           "imagenet_classes", "load", "train_clutter_cnn", "train_digits_cnn",
+           "ENCODERS", "ImageEncoder", "SentenceEncoder", "clutter_simclr", "digits_cnn_features",
+           "efficientnet_lite0_features", "minilm_sentence_encoder"]

@@ -1,0 +1,533 @@
+"""RELAX and U-RELAX (Wickstrøm et al., "RELAX: Representation Learning Explainability", IJCV 2023).
+
+RELAX explains a *representation* ``h = f(x)`` -- any encoder, no labels -- by masking the input at random and
+measuring how similar the representation of each masked copy stays to ``h``:
+
+    importance   R_ij = E_M[ s(h, f(x ⊙ M)) M_ij ]                       (Eq. 1), estimated by Eq. 2 below
+    uncertainty  U_ij = spread of s(h, f(x ⊙ M)) over the masks that keep pixel (i, j)   (Eq. 8-9)
+
+With N masks M_1..M_N, s_n = s(h, h̄_n), and the per-pixel sums  W_ij = Σ_n M_ij(n)  (Algorithm 1's "sum of masks"),
+R^w_ij = Σ_n s_n M_ij(n) / W_ij (the running mean of Eq. 12) and  S_ij = Σ_n M_ij(n) (s_n - R^w_ij)²  (the running sum
+of Eq. 13), the two estimators this module offers are:
+
+``estimator="mean"`` (default; Eq. 2, Theorem 1 applies; Eq. 9's 1/N normalisation)
+    R̄_ij = (1/N) Σ_n s_n M_ij(n) = R^w_ij W_ij / N
+    Ū_ij = (1/N) Σ_n (s_n - R^w_ij)² M_ij(n) = S_ij / N
+``estimator="weighted"`` (Eq. 12-13 / Algorithm 1 / Theorem 3's Parzen estimate; what the authors' ``relax-xai``
+package returns, up to its un-normalised uncertainty)
+    R_ij = R^w_ij,   U_ij = S_ij / W_ij  (Algorithm 1 divides by W_ij - 1, relax-xai not at all: per-pixel scales
+    that agree to O(1/W) and do not change U-RELAX's threshold much)
+
+The paper is not self-consistent here. Eq. 2 is a plain mean, while the one-pass update it says all experiments use
+(Eq. 12, Algorithm 1) is a mask-weighted mean; both are offered (E[M_ij] = p for every pixel with these masks, so
+``weighted`` ≈ ``mean`` / p). And Eq. 9 centres s_n on R̄_ij of Eq. 2, which is not a mean of the s_n (it is ≈ p
+times one): read literally, (s_n - R̄_ij)² measures how far s is from p·s, not the spread of s, and the result is
+nearly constant over the image (U-RELAX then keeps all or nothing). Every uncertainty here is therefore centred, as
+Eq. 13 / Algorithm 1 centre it, on the weighted mean R^w_ij -- the spread of the similarity among the masks that keep
+the pixel -- and normalised by N (Eq. 9) or by W_ij (weighted). Both come out of the same one-pass statistics
+(W, R^w, S), updated with
+Welford's / West's (1979) weighted recurrence -- Eq. 12-13 -- in *blocks* of 64 masks: each block's statistics are
+computed in float64 (shifted sums) and merged into the running ones with Chan et al.'s parallel form of the same
+recurrence (block size 1 is Eq. 12-13 verbatim). Blocks are aligned to mask indices, not to model batches, so results
+do not depend on ``batch_size`` or on how the masks were split into forward passes, memory does not grow with the
+number of masks, and the accumulation costs a few matrix products per 64 masks instead of a Python loop per mask.
+
+Masks (paper Sec. 3.1, from RISE): an h x w grid (``grid``, default 7 = the paper's h = w = 7) of Bernoulli(p) cells
+(``p``, default 0.5), bilinearly upsampled to ((h+1) C_H, (w+1) C_W) with cell C = ceil(H / h), and cropped to H x W
+at a uniformly random shift in [0, C). Each mask is made on the fly from its own generator derived from ``seed``, in
+blocks, and one mask is shared by all images of the batch (items are laid out mask-major, so the masked copies of
+several images go through one forward pass). ``sampling`` picks how masks are drawn *jointly*; every option keeps each
+single mask distributed exactly as the paper's, so both estimators keep their expectation (Eq. 2 stays unbiased):
+
+- ``"stratified"`` (default): in each aligned group of ``stratum`` = K masks (default 8; one shift for the group),
+  each grid cell is kept in exactly floor(p·K) or ceil(p·K) of the K masks (randomised rounding, so P(kept) = p
+  exactly), in an independent random order per cell. Σ_n M_ij(n) over a group is then (nearly) the constant p·K,
+  which removes the mask-coverage noise from Eq. 2. ``n_masks`` is rounded up to a multiple of K (3000 already is).
+- ``"iid"`` (the paper): independent masks. Theorem 1 is stated for these.
+- ``"antithetic"``: masks 2k and 2k+1 share one uniform field u and one shift, cells u < p and 1 - u < p (for
+  p = 0.5, a mask and its complement); ``n_masks`` is rounded up to even.
+
+Why stratified by default: with iid masks, Eq. 2's estimate carries the noise of Σ_n M_ij(n) / N around p multiplied
+by the mean similarity (≈ 0.6-0.95 for real encoders), which dominates its error: at 256 masks the RMS per-pixel
+standard deviation (in Eq. 12 units) is 0.038 for iid Eq. 2, 0.0022 for the iid mask-weighted estimate (what relax-xai
+computes), 0.0021 antithetic and 0.0015 stratified on the clutter SimCLR encoder (0.028 / 0.0078 / 0.0064 / 0.0052 on
+the digits CNN features). Stratified Eq. 2 is unbiased (tested against the exact expectation on an enumerable mask
+space) and needs ~2-3x fewer masks than the weighted iid estimate for the same error.
+
+Text: inputs (N, L, D) of token embeddings are masked per token with Bernoulli(p) (binary masks, no grid; the three
+``sampling`` options apply per token). ``baseline=0`` (default) turns a removed token into a zero row, which the
+encoders of :mod:`pathxai.models.encoders` drop through the attention mask; pass the encoder's pad-token embedding
+as ``baseline`` to replace removed tokens by [PAD] instead. Attribution (N, L).
+
+Theorem 1 (:func:`masks_needed`, :func:`error_bound`): with s in [0, 1] (cosine similarity of non-negative, e.g.
+post-ReLU, representations), N >= ln(2/δ) / (2 t²) masks give |R̄_ij - R_ij| < t with probability >= 1 - δ for the
+``mean`` estimator with iid masks (Hoeffding / McDiarmid; tested). For stratified masks the N/K group means are
+independent and bounded, so the theorem holds with N/K in place of N; empirically their error is far *below* the iid
+error (see above), so the iid N is a conservative choice for them too. Note: t = 0.01, δ = 0.01 needs 26,492 masks;
+the paper's 3,000 masks guarantee t ≈ 0.030 at δ = 0.01 (its Sec. 3.1 claims 0.01).
+
+U-RELAX (Sec. 3.3, Eq. 10-11): importance where Ū_ij < ε, 0 elsewhere, with ε = γ · mean(Ū) or γ · median(Ū) over the
+image's pixels (default: median, γ = 1.0, the paper's choice from Sec. 5.4). See :func:`u_relax`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..core import Method, Target, item_generator, item_outputs, register_method
+from ..core.validation import check_fraction, check_model_output, check_positive_int
+
+SimilarityLike = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
+
+BLOCK = 64  # masks per accumulation block (and per mask-generation block)
+SAMPLINGS = ("iid", "antithetic", "stratified")
+ESTIMATORS = ("mean", "weighted")
+AGGREGATIONS = ("median", "mean")
+PAPER_N_MASKS = 3000
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Theorem 1
+
+
+def masks_needed(tolerance: float, delta: float = 0.01, value_range: float = 1.0) -> int:
+    """Theorem 1: the number of masks N with P(|R̄_ij - R_ij| >= tolerance) <= delta for every pixel.
+
+    N = ceil(ln(2 / delta) · value_range² / (2 · tolerance²)) (Hoeffding; the paper's Eq. 4 has value_range = 1,
+    the range of s · M for s in [0, 1]). For the cosine similarity of representations that can be negative, the
+    range of s is [-1, 1]: pass ``value_range=2``.
+
+    Args:
+        tolerance: absolute error t > 0 of the importance of one pixel.
+        delta: failure probability in (0, 1).
+        value_range: b - a for the similarity s in [a, b].
+    """
+    t = check_fraction(tolerance, "tolerance", low=0.0, high=math.inf, inclusive=False)
+    d = check_fraction(delta, "delta", inclusive=False)
+    r = check_fraction(value_range, "value_range", low=0.0, high=math.inf, inclusive=False)
+    return max(1, math.ceil(math.log(2.0 / d) * r * r / (2.0 * t * t) - 1e-9))
+
+
+def error_bound(n_masks: int, delta: float = 0.01, value_range: float = 1.0) -> float:
+    """Theorem 1 inverted: the error t that N masks guarantee with probability 1 - delta, sqrt(ln(2/δ)/(2N))·range."""
+    n = check_positive_int(n_masks, "n_masks")
+    d = check_fraction(delta, "delta", inclusive=False)
+    r = check_fraction(value_range, "value_range", low=0.0, high=math.inf, inclusive=False)
+    return r * math.sqrt(math.log(2.0 / d) / (2.0 * n))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# masks
+
+
+def _cells(index: torch.Tensor, seed: int, n_cells: int, p: float, sampling: str, stratum: int,
+           stream: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Binary cells (n, n_cells) float and, for grids, one generator-derived uniform pair (n, 2) for the shift.
+
+    Random numbers are drawn per item (iid), per pair (antithetic) or per stratum (stratified), each from its own
+    generator, so a mask never depends on which other masks are requested with it.
+    """
+    idx = index.to(torch.long)
+    group = {"iid": 1, "antithetic": 2, "stratified": stratum}[sampling]
+    groups, pos = idx // group, idx % group
+    cells = torch.empty(len(idx), n_cells)
+    shifts = torch.empty(len(idx), 2)
+    for g_id in torch.unique(groups).tolist():
+        g = item_generator(seed, f"{stream}-{sampling}-{group}", g_id)
+        if sampling == "iid":
+            c = (torch.rand(1, n_cells, generator=g) < p).float()
+        elif sampling == "antithetic":
+            u = torch.rand(n_cells, generator=g)
+            c = torch.stack([(u < p).float(), ((1.0 - u) < p).float()])
+        else:
+            ranks = torch.rand(group, n_cells, generator=g).argsort(0).argsort(0)   # a random order per cell
+            counts = torch.floor(p * group + torch.rand(n_cells, generator=g))      # E[count] = p * group
+            c = (ranks < counts).float()
+        sel = groups == g_id
+        cells[sel] = c[pos[sel]]
+        shifts[sel] = torch.rand(2, generator=g)  # one shift per group
+    return cells, shifts
+
+
+def relax_masks(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid: int = 7, p: float = 0.5,
+                sampling: str = "iid", stratum: int = 8, stream: str = "relax") -> torch.Tensor:
+    """RELAX masks number ``index`` (n,) for inputs of spatial ``shape``: (n, *shape) in [0, 1].
+
+    ``shape`` = (H, W): the paper's smooth masks (``grid`` x ``grid`` Bernoulli(p) cells, bilinear upsampling to
+    (grid + 1) · ceil(size / grid), crop at a random shift in [0, cell)); ``shape`` = (L,): binary per-token masks.
+    ``sampling``: ``"iid"``, ``"antithetic"`` or ``"stratified"`` (groups of ``stratum`` masks), see the module doc.
+    """
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    if len(shape) == 1:
+        cells, _ = _cells(index, seed, int(shape[0]), p, sampling, stratum, stream)
+        return cells
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (H, W) or (L,), got {tuple(shape)}")
+    height, width = int(shape[0]), int(shape[1])
+    cells, shifts = _cells(index, seed, grid * grid, p, sampling, stratum, stream)
+    cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
+    dy = (shifts[:, 0] * cell_h).long().clamp_max(cell_h - 1)
+    dx = (shifts[:, 1] * cell_w).long().clamp_max(cell_w - 1)
+    # bilinear upsampling is separable: crop(up(C)) = A_y[dy:dy+H] @ C @ A_x[dx:dx+W]^T, computed for the crop only
+    a_y = _bilinear_weights((grid + 1) * cell_h, grid)[dy[:, None] + torch.arange(height)]   # (n, H, grid)
+    a_x = _bilinear_weights((grid + 1) * cell_w, grid)[dx[:, None] + torch.arange(width)]    # (n, W, grid)
+    out = torch.bmm(torch.bmm(a_y, cells.view(-1, grid, grid)), a_x.transpose(1, 2))
+    return out.clamp_(0.0, 1.0)
+
+
+def _bilinear_weights(out_len: int, in_len: int) -> torch.Tensor:
+    """(out_len, in_len) matrix of ``F.interpolate(..., mode="bilinear", align_corners=False)`` along one axis."""
+    src = ((torch.arange(out_len, dtype=torch.float64) + 0.5) * (in_len / out_len) - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(in_len - 1)
+    i1 = (i0 + 1).clamp_max(in_len - 1)
+    lam = src - i0.to(torch.float64)
+    a = torch.zeros(out_len, in_len, dtype=torch.float64)
+    rows = torch.arange(out_len)
+    a.index_put_((rows, i0), 1.0 - lam, accumulate=True)
+    a.index_put_((rows, i1), lam, accumulate=True)
+    return a.float()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# similarity
+
+
+def cosine_similarity(h: torch.Tensor, h_masked: torch.Tensor) -> torch.Tensor:
+    """Eq. 3: <h, h̄> / (‖h‖ ‖h̄‖) row by row; (n, D), (n, D) -> (n,). Zero vectors give 0."""
+    return F.cosine_similarity(h, h_masked, dim=1, eps=1e-12)
+
+
+def dot_similarity(h: torch.Tensor, h_masked: torch.Tensor) -> torch.Tensor:
+    """<h, h̄> row by row (a linear kernel; not bounded, so Theorem 1 does not apply)."""
+    return (h * h_masked).sum(1)
+
+
+SIMILARITIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "cosine": cosine_similarity, "dot": dot_similarity}
+
+
+def resolve_similarity(similarity: SimilarityLike) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """A similarity name (``"cosine"``, ``"dot"``) or a callable ``(h (n, D), h_masked (n, D)) -> (n,)``."""
+    if callable(similarity):
+        return similarity
+    if isinstance(similarity, str) and similarity.lower() in SIMILARITIES:
+        return SIMILARITIES[similarity.lower()]
+    raise ValueError(f"similarity must be one of {', '.join(SIMILARITIES)} or a callable (h, h_masked) -> (n,), "
+                     f"got {similarity!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# streaming statistics
+
+
+class MaskedMoments:
+    """One-pass weighted mean and spread of per-mask scores s_n with per-pixel weights M_n (Eq. 12-13).
+
+    Keeps, per image and pixel, W = Σ M, R^w = Σ s M / W and S = Σ M (s - R^w)², in float64. :meth:`add_block` merges
+    the statistics of a block of masks with Chan et al.'s parallel form of West's weighted update; a block of one
+    mask is Eq. 12-13 verbatim. Memory is O(images x pixels), whatever the number of masks.
+
+    Args:
+        n_images: images explained together (they share the masks).
+        n_pixels: pixels (or tokens) per mask.
+    """
+
+    def __init__(self, n_images: int, n_pixels: int) -> None:
+        self.n = 0
+        self.weight = torch.zeros(n_pixels, dtype=torch.float64)
+        self.mean = torch.zeros(n_images, n_pixels, dtype=torch.float64)
+        self.m2 = torch.zeros(n_images, n_pixels, dtype=torch.float64)
+
+    def add_block(self, masks: torch.Tensor, scores: torch.Tensor) -> None:
+        """Merge a block: ``masks`` (K, P) shared by all images, ``scores`` (n_images, K).
+
+        The block sums are one matrix product in the masks' dtype (float32 masks: ~1e-8 absolute error on sums of 64
+        terms of scores centred on their block mean); everything after is float64.
+        """
+        k = int(masks.shape[0])
+        m = masks.reshape(k, -1)
+        s = scores.to(torch.float64)
+        shift = s.mean(1, keepdim=True)                    # shifted sums: no cancellation in the block variance
+        d = s - shift
+        n_img = s.shape[0]
+        # one pass over the block's masks: [1; d; d²] @ M gives Σ M, Σ M (s - c), Σ M (s - c)² for every image
+        lhs = torch.cat([torch.ones(1, k, dtype=torch.float64), d, d * d]).to(m.dtype)
+        sums = (lhs @ m).to(torch.float64)
+        w_b, s1, s2 = sums[0], sums[1:n_img + 1], sums[n_img + 1:]
+        safe = torch.where(w_b > 0, w_b, torch.ones_like(w_b))
+        mean_b = torch.where(w_b > 0, shift + s1 / safe, torch.zeros_like(s1))
+        m2_b = torch.where(w_b > 0, (s2 - s1 * s1 / safe).clamp_min(0.0), torch.zeros_like(s1))
+        w_new = self.weight + w_b
+        safe_new = torch.where(w_new > 0, w_new, torch.ones_like(w_new))
+        delta = mean_b - self.mean
+        self.mean = torch.where(w_new > 0, self.mean + delta * (w_b / safe_new), self.mean)
+        self.m2 = self.m2 + m2_b + delta * delta * (self.weight * w_b / safe_new)
+        self.weight = w_new
+        self.n += int(masks.shape[0])
+
+    def estimates(self, estimator: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+        """(importance, uncertainty), each (n_images, P) float64: ``"mean"`` (Σ s M / N, Σ M (s - R^w)² / N) or
+        ``"weighted"`` (R^w = Σ s M / Σ M, Σ M (s - R^w)² / Σ M); see the module doc."""
+        if self.n == 0:
+            raise RuntimeError("no masks were added")
+        if estimator == "weighted":
+            safe = torch.where(self.weight > 0, self.weight, torch.ones_like(self.weight))
+            return self.mean.clone(), torch.where(self.weight > 0, self.m2 / safe, torch.zeros_like(self.m2))
+        if estimator != "mean":
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        return self.mean * self.weight / self.n, self.m2 / self.n
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# U-RELAX
+
+
+def u_relax(importance: torch.Tensor, uncertainty: torch.Tensor, gamma: float = 1.0,
+            aggregation: str = "median") -> tuple[torch.Tensor, torch.Tensor]:
+    """U-RELAX (Eq. 10-11): keep the importance where the uncertainty is below ε, zero elsewhere.
+
+    ε = γ · median(U) (``aggregation="median"``, the paper's choice) or γ · mean(U) (Eq. 11), over each sample's
+    pixels (all axes but the first).
+
+    Args:
+        importance, uncertainty: (N, ...) maps of the same shape (e.g. a RELAX explanation's attribution and
+            ``extras["uncertainty"]``).
+    Returns:
+        (filtered importance (N, ...), thresholds ε (N,)).
+    """
+    if not isinstance(importance, torch.Tensor) or not isinstance(uncertainty, torch.Tensor):
+        raise TypeError("importance and uncertainty must be torch.Tensors of shape (N, ...)")
+    if importance.shape != uncertainty.shape or importance.ndim < 2:
+        raise ValueError(f"importance and uncertainty must have the same shape (N, ...), got "
+                         f"{tuple(importance.shape)} and {tuple(uncertainty.shape)}")
+    g = check_fraction(gamma, "gamma", low=0.0, high=math.inf)
+    flat = uncertainty.flatten(1)
+    if aggregation == "median":
+        eps = g * flat.median(dim=1).values
+    elif aggregation == "mean":
+        eps = g * flat.mean(dim=1)
+    else:
+        raise ValueError(f"aggregation must be 'median' or 'mean', got {aggregation!r}")
+    keep = uncertainty < eps.view((-1,) + (1,) * (uncertainty.ndim - 1))
+    return torch.where(keep, importance, torch.zeros_like(importance)), eps
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the methods
+
+
+@register_method
+class RELAX(Method):
+    """RELAX: importance of each pixel (or token) for an encoder's representation, with its uncertainty.
+
+    The model is an encoder ``x (n, ...) -> representation (n, ...)`` (flattened to (n, D)); no target is taken.
+
+    Args:
+        n_masks: masks N (default 3000, the paper's; or pick it from ``tolerance``/``delta`` by Theorem 1).
+        tolerance, delta: when ``tolerance`` is given, ``n_masks = masks_needed(tolerance, delta)`` (Theorem 1;
+            CLI: ``-p tolerance=0.02 -p delta=0.05``). Giving both ``n_masks`` and ``tolerance`` is an error.
+        grid: mask cells per side h = w (paper: 7). p: probability that a cell is kept (paper: 0.5).
+        similarity: ``"cosine"`` (Eq. 3, the paper's), ``"dot"`` or a callable ``(h, h_masked) -> (n,)``.
+        estimator: ``"mean"`` (Eq. 2 / Eq. 9) or ``"weighted"`` (Eq. 12-13, Algorithm 1, relax-xai).
+        sampling: ``"stratified"`` (default), ``"iid"`` (the paper's) or ``"antithetic"`` (see the module doc);
+            stratified / antithetic round ``n_masks`` up to a multiple of ``stratum`` / 2.
+        stratum: masks per stratum for ``sampling="stratified"`` (a divisor of 64).
+        baseline: what masked-out inputs become: x ⊙ M + baseline ⊙ (1 - M). 0 (the paper's zeros), a number,
+            or a tensor broadcastable to one input (C, H, W) / (L, D).
+    Attribution: (N, 1, H, W) importance for images, (N, L) for token inputs (N, L, D).
+    Extras: ``uncertainty`` (same shape), ``mask_weight`` (H, W) or (L,) = Σ_n M_n, ``mean_similarity`` (N,),
+    ``representation`` (N, D), ``error_bound`` (Theorem 1's t at ``delta`` for this N; meaningful for ``mean``).
+    """
+
+    name = "relax"
+    description = "RELAX: importance for a representation (no labels) from masked-input similarities, with uncertainty."
+    needs_target = False
+    stochastic = True
+    input_ndim = (3, 4)
+    input_expected = "(N, C, H, W) or (N, L, D)"
+    cost_param = "n_masks"
+
+    def __init__(self, model: Any, *, n_masks: int | None = None, tolerance: float | None = None,
+                 delta: float = 0.01, grid: int = 7, p: float = 0.5, similarity: SimilarityLike = "cosine",
+                 estimator: str = "mean", sampling: str = "stratified", stratum: int = 8,
+                 baseline: float | torch.Tensor = 0.0, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.delta = check_fraction(delta, "delta", inclusive=False)
+        if tolerance is not None:
+            if n_masks is not None:
+                raise ValueError(f"pass either n_masks ({n_masks}) or tolerance ({tolerance}) (Theorem 1 picks "
+                                 "n_masks from tolerance and delta), not both")
+            self.tolerance: float | None = check_fraction(tolerance, "tolerance", high=math.inf, inclusive=False)
+            self.n_masks = masks_needed(self.tolerance, self.delta)
+        else:
+            self.tolerance = None
+            self.n_masks = check_positive_int(PAPER_N_MASKS if n_masks is None else n_masks, "n_masks")
+        self.grid = check_positive_int(grid, "grid")
+        self.p = check_fraction(p, "p", inclusive=False)
+        self.similarity = similarity
+        self._similarity = resolve_similarity(similarity)
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+        self.estimator = estimator
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        self.sampling = sampling
+        self.stratum = check_positive_int(stratum, "stratum", minimum=2)
+        if BLOCK % self.stratum:
+            raise ValueError(f"stratum must divide {BLOCK} (2, 4, 8, 16, 32 or 64), got {stratum}")
+        group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[sampling]
+        self.n_masks = -(-self.n_masks // group) * group  # whole groups: a partial one would be unbalanced
+        if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
+            raise TypeError(f"baseline must be a number or a tensor broadcastable to one input, got "
+                            f"{type(baseline).__name__}")
+        self.baseline = baseline
+
+    def params(self) -> dict[str, Any]:
+        return {"n_masks": self.n_masks, "tolerance": self.tolerance, "delta": self.delta, "grid": self.grid,
+                "p": self.p, "similarity": self.similarity if isinstance(self.similarity, str) else "callable",
+                "estimator": self.estimator, "sampling": self.sampling,
+                **({"stratum": self.stratum} if self.sampling == "stratified" else {}),
+                "baseline": self.baseline if not isinstance(self.baseline, torch.Tensor) else "tensor"}
+
+    # -------------------------------------------------------------------------------------------------------------
+    def _baseline_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        b = self.baseline
+        if isinstance(b, torch.Tensor):
+            b = b.detach().to(x.dtype)
+            try:
+                torch.broadcast_shapes(b.shape, x.shape[1:])
+            except RuntimeError:
+                raise ValueError(f"baseline must be broadcastable to one input of shape {tuple(x.shape[1:])}, got "
+                                 f"shape {tuple(b.shape)}") from None
+            if len(b.shape) > len(x.shape) - 1:
+                raise ValueError(f"baseline must be broadcastable to one input of shape {tuple(x.shape[1:])}, got "
+                                 f"shape {tuple(b.shape)}")
+            if not torch.isfinite(b).all():
+                raise ValueError("baseline contains NaN/Inf values")
+            return None if not bool(b.any()) else b
+        return None if float(b) == 0.0 else torch.tensor(float(b), dtype=x.dtype)
+
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's representation of ``x``: (N, D) float64 (one forward pass per sample)."""
+        out = check_model_output(self.evaluator.forward(x, desc="representation"), x.shape[0])
+        return out.flatten(1).to(torch.float64)
+
+    def statistics(self, x: torch.Tensor) -> tuple[MaskedMoments, torch.Tensor, torch.Tensor]:
+        """Run the masks: ``(moments over (N, P), representation (N, D), mean similarity (N,))``."""
+        n = x.shape[0]
+        spatial = tuple(x.shape[2:]) if x.ndim == 4 else (x.shape[1],)
+        n_pix = math.prod(spatial)
+        h = self.representation(x)
+        base = self._baseline_for(x)
+        moments = MaskedMoments(n, n_pix)
+        sim_sum = torch.zeros(n, dtype=torch.float64)
+        blocks: dict[int, torch.Tensor] = {}
+        pending: dict[int, torch.Tensor] = {}
+
+        def block_masks(b: int) -> torch.Tensor:
+            if b not in blocks:
+                idx = torch.arange(b * BLOCK, min((b + 1) * BLOCK, self.n_masks))
+                blocks[b] = relax_masks(idx, self.seed, spatial, self.grid, self.p, self.sampling, self.stratum)
+            return blocks[b]
+
+        def masks_of(mask_idx: torch.Tensor) -> torch.Tensor:
+            first, last = int(mask_idx[0]) // BLOCK, int(mask_idx[-1]) // BLOCK   # indices are increasing
+            if first == last:
+                return block_masks(first)[mask_idx - first * BLOCK]
+            out = torch.empty(len(mask_idx), *spatial)
+            blk = mask_idx // BLOCK
+            for b in range(first, last + 1):
+                sel = blk == b
+                out[sel] = block_masks(b)[mask_idx[sel] - b * BLOCK]
+            return out
+
+        def build(items: torch.Tensor) -> torch.Tensor:
+            m = masks_of(items // n).to(x.dtype)
+            m = m.unsqueeze(1) if x.ndim == 4 else m.unsqueeze(-1)   # (k, 1, H, W) or (k, L, 1)
+            xs = x[items % n]
+            return xs * m if base is None else xs * m + base * (1 - m)
+
+        for items, out in item_outputs(self.evaluator, self.n_masks * n, build, sample_shape=x.shape[1:],
+                                       desc=self.name):
+            out = check_model_output(out, len(items)).flatten(1).to(torch.float64)
+            img = items % n
+            if out.shape[1] != h.shape[1]:
+                raise ValueError(f"model output must have the same size for masked and unmasked inputs: "
+                                 f"{h.shape[1]} vs {out.shape[1]}")
+            sims = self._similarity(h[img], out)
+            if not isinstance(sims, torch.Tensor) or sims.shape != (len(items),):
+                raise ValueError(f"similarity must return shape ({len(items)},) for representations of shape "
+                                 f"{tuple(out.shape)}, got {getattr(sims, 'shape', type(sims).__name__)}")
+            if not torch.isfinite(sims).all():
+                raise ValueError("similarity returned NaN/Inf values")
+            mask_idx = items // n
+            for b in torch.unique(mask_idx // BLOCK).tolist():
+                size = min(BLOCK, self.n_masks - b * BLOCK)
+                buf = pending.setdefault(b, torch.full((n, size), float("nan"), dtype=torch.float64))
+                sel = (mask_idx // BLOCK) == b
+                buf[img[sel], mask_idx[sel] - b * BLOCK] = sims[sel].to(torch.float64)
+            # merge completed blocks in order (items come in order, so at most two blocks are open)
+            for b in sorted(pending):
+                buf = pending[b]
+                if torch.isnan(buf).any():
+                    break
+                moments.add_block(block_masks(b).reshape(buf.shape[1], n_pix), buf)
+                sim_sum += buf.sum(1)
+                del pending[b]
+                blocks.pop(b, None)
+        if pending:  # pragma: no cover - every item was evaluated
+            raise RuntimeError("internal error: some masks were not evaluated")
+        return moments, h, sim_sum / self.n_masks
+
+    def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
+        moments, h, mean_sim = self.statistics(x)
+        importance, uncertainty = moments.estimates(self.estimator)
+        shape = (x.shape[0], 1, *x.shape[2:]) if x.ndim == 4 else (x.shape[0], x.shape[1])
+        importance = importance.reshape(shape).to(x.dtype)
+        uncertainty = uncertainty.reshape(shape).to(x.dtype)
+        extras = {"uncertainty": uncertainty, "mask_weight": moments.weight.reshape(shape[2:] if x.ndim == 4
+                                                                                     else shape[1:]).to(x.dtype),
+                  "mean_similarity": mean_sim.to(x.dtype), "representation": h.to(x.dtype),
+                  "error_bound": error_bound(self.n_masks, self.delta)}
+        return self._finish(importance, uncertainty, extras)
+
+    def _finish(self, importance: torch.Tensor, uncertainty: torch.Tensor,
+                extras: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        return importance, extras
+
+
+@register_method
+class URELAX(RELAX):
+    """U-RELAX (Sec. 3.3): RELAX importance with the uncertain pixels (Ū ≥ ε) set to 0.
+
+    Args:
+        gamma: γ in ε = γ · aggregate(Ū) (paper: 1.0). aggregation: ``"median"`` (paper) or ``"mean"`` (Eq. 11).
+        Other arguments as :class:`RELAX`.
+    Attribution: like RELAX. Extras: RELAX's plus ``importance`` (unfiltered), ``threshold`` (N,) ε.
+    """
+
+    name = "u_relax"
+    description = "U-RELAX: RELAX importance with pixels of above-threshold uncertainty removed."
+
+    def __init__(self, model: Any, *, gamma: float = 1.0, aggregation: str = "median", **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.gamma = check_fraction(gamma, "gamma", low=0.0, high=math.inf)
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be 'median' or 'mean', got {aggregation!r}")
+        self.aggregation = aggregation
+
+    def params(self) -> dict[str, Any]:
+        return {**super().params(), "gamma": self.gamma, "aggregation": self.aggregation}
+
+    def _finish(self, importance: torch.Tensor, uncertainty: torch.Tensor,
+                extras: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        filtered, eps = u_relax(importance, uncertainty, self.gamma, self.aggregation)
+        return filtered, {**extras, "importance": importance, "threshold": eps}
+
+
+__all__ = ["RELAX", "URELAX", "MaskedMoments", "cosine_similarity", "dot_similarity", "error_bound", "masks_needed",
+           "relax_masks", "resolve_similarity", "u_relax"]

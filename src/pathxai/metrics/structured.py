@@ -1,0 +1,89 @@
+"""Metrics of the SOInter paper for structured black boxes on feature vectors (N, D): post-hoc accuracy / F1 of the
+black box on the input masked to the selected features (vs on the full input), and the median rank of the truly
+relevant features. Masked features are set to ``baseline`` (0, the convention of :mod:`pathxai.structured`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from ..structured.energy import harden
+from ..structured.interpreter import check_k, check_target_outputs
+from ._common import MetricInfo, register_metric
+
+
+@dataclass
+class StructuredMetricResult:
+    """``score``: (N,) per-sample score; ``summary``: the data-set level number the paper reports."""
+
+    score: torch.Tensor
+    summary: float
+
+
+def top_k_mask(attribution: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, D) attribution -> (N, D) 0/1 mask of the k largest entries per row."""
+    check_k(k, attribution.shape[1])
+    return torch.zeros_like(attribution).scatter_(1, attribution.topk(k, dim=1).indices, 1.0)
+
+
+def _check(attribution: torch.Tensor, x: torch.Tensor) -> None:
+    if not isinstance(attribution, torch.Tensor) or attribution.shape != x.shape or x.ndim != 2:
+        got = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
+        raise ValueError(f"attribution must have the shape of x, (N, D) = {tuple(x.shape)}, got {got}")
+
+
+@register_metric(MetricInfo("posthoc_accuracy", "faithfulness", "higher", True, "attribution (N, D)", "[0, 1]",
+                            "Chen et al. 2018 (L2X); Seyyedsalehi et al. 2022 (SOInter)",
+                            "black box on x masked to the top-k features agrees with it on x, on the target outputs"))
+def posthoc_accuracy(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attribution: torch.Tensor,
+                     target: int | Sequence[int], k: int, baseline: float = 0.0) -> StructuredMetricResult:
+    """Per sample 1.0 when the hardened black box output on the target variable(s) is unchanged by keeping only the
+    k top-attributed features; ``summary`` is the mean."""
+    _check(attribution, x)
+    with torch.no_grad():
+        full = harden(black_box(x))
+        tgt = list(check_target_outputs(target, full.shape[1]))
+        m = top_k_mask(attribution, k)
+        masked = harden(black_box(x * m + baseline * (1 - m)))
+    score = (full[:, tgt] == masked[:, tgt]).all(1).float()
+    return StructuredMetricResult(score, float(score.mean()))
+
+
+@register_metric(MetricInfo("posthoc_f1", "faithfulness", "higher", True, "attribution (N, D)", "[0, 1]",
+                            "Seyyedsalehi et al. 2022 (SOInter)",
+                            "F1 of the masked-input predictions against the full-input predictions"))
+def posthoc_f1(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attribution: torch.Tensor,
+               target: int | Sequence[int], k: int, baseline: float = 0.0) -> StructuredMetricResult:
+    """F1 of the black box's hardened target predictions on the masked inputs, taking its predictions on the full
+    inputs as ground truth (positive class 1), pooled over samples and target variables (``summary``); ``score``
+    is the per-sample agreement rate."""
+    _check(attribution, x)
+    with torch.no_grad():
+        full = harden(black_box(x))
+        tgt = list(check_target_outputs(target, full.shape[1]))
+        m = top_k_mask(attribution, k)
+        masked = harden(black_box(x * m + baseline * (1 - m)))
+    f, p = full[:, tgt], masked[:, tgt]
+    tp = float((f * p).sum())
+    denom = float(2 * tp + ((1 - f) * p).sum() + (f * (1 - p)).sum())
+    f1 = 1.0 if denom == 0 else 2 * tp / denom
+    return StructuredMetricResult((f == p).float().mean(1), f1)
+
+
+@register_metric(MetricInfo("median_rank", "localisation", "lower", False, "attribution (N, D)", "[1, D]",
+                            "Seyyedsalehi et al. 2022 (SOInter)",
+                            "median rank of the truly relevant features in the attribution order (1 = top)"))
+def median_rank(attribution: torch.Tensor, relevant: torch.Tensor, absolute: bool = False) -> StructuredMetricResult:
+    """Per sample, the median rank (1 = most important) of the features marked in ``relevant`` ((D,) or (N, D)
+    bool); ``absolute`` ranks by |attribution|. Random attributions give about (D + 1) / 2."""
+    if attribution.ndim != 2:
+        raise ValueError(f"attribution must have shape (N, D), got {tuple(attribution.shape)}")
+    rel = relevant.to(torch.bool).expand_as(attribution)
+    if not rel.any(1).all():
+        raise ValueError("relevant marks no feature for some sample; expected at least one True per row")
+    a = attribution.abs() if absolute else attribution
+    ranks = (a.argsort(dim=1, descending=True, stable=True).argsort(dim=1) + 1).float()
+    score = torch.stack([ranks[i][rel[i]].quantile(0.5) for i in range(a.shape[0])])  # mean of the middle two
+    return StructuredMetricResult(score, float(score.mean()))

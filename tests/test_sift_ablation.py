@@ -1,0 +1,255 @@
+"""SIFT-based ablation (thesis ch. 4): exact reconstruction, decoder linearity, cells, keypoints, paths, SIFT-RISE."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pathxai as px
+from pathxai.methods.sift_ablation import (SiftAblationPath, SiftRISE, decompose, detect_keypoints, draw_keypoints,
+                                           path_strip, reconstruct, sift_decompose, sigma_grid, sparse_cells)
+
+
+@pytest.fixture(scope="module")
+def photo() -> torch.Tensor:
+    """scikit-image's chelsea at 112 x 112 (3, 112, 112) float64: a real image, small enough for fast tests."""
+    img = px.data.sample_images()[0].image
+    x = torch.as_tensor(img).permute(2, 0, 1).double() / 255.0 if img.ndim == 3 and img.shape[-1] == 3 else img
+    return torch.nn.functional.interpolate(x[None].double(), size=(112, 112), mode="bilinear",
+                                           antialias=True)[0]
+
+
+@pytest.fixture(scope="module")
+def photo_decoder(photo):
+    return sift_decompose(photo)
+
+
+def random_image(c: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(c, h, w, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------- scale space
+def test_sigma_grid_follows_eq_4_36_and_table_4_1():
+    g = sigma_grid((224, 224), sigma_min=0.8, octave_steps=3)
+    assert g.edges[0] == 0 and torch.allclose(g.edges[2] / g.edges[1], torch.tensor(2 ** (1 / 3), dtype=torch.float64))
+    assert float(g.edges[-1]) <= 224 / 4 + 1e-9
+    # level rho holds sigma >= 2.25 pixels of that level: 4.5 and 9 input pixels
+    assert (g.levels[g.edges < 4.5] == 0).all() and (g.levels[(g.edges >= 4.5) & (g.edges < 9)] == 1).all()
+    assert (g.levels[g.edges >= 9] == 2).all() and int(g.levels.max()) == 2
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 52), (1, 28, 28), (3, 64, 33)])
+def test_scale_space_reconstructs_random_images_exactly(shape):
+    x = random_image(*shape)
+    space = decompose(x, sigma_grid(shape[1:]))
+    assert len({tuple(t.shape[-2:]) for t in space.layers}) > 1 or min(shape[1:]) < 40  # nonuniform grid used
+    assert (reconstruct(space) - x).abs().max() < 1e-5
+
+
+def test_scale_space_reconstructs_a_photo_exactly(photo):
+    space = decompose(photo, sigma_grid(photo.shape[1:]))
+    assert [tuple(t.shape[-2:]) for t in space.layers][-1] == (28, 28)  # coarsest layers at 1/4 resolution
+    assert (reconstruct(space) - photo).abs().max() < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------- decoder
+@pytest.mark.parametrize("cells", ["smooth", "partition"])
+def test_decoder_all_ones_is_the_image(cells, photo, photo_decoder):
+    for x in (photo, random_image(1, 28, 28, seed=3)):
+        dec = photo_decoder if x is photo and cells == "smooth" else sift_decompose(x, cells=cells)
+        assert dec.n_features >= 1
+        out = dec.decode(torch.ones(dec.n_features, dtype=torch.float64))
+        assert out.shape == x.shape
+        assert (out - x).abs().max() < 1e-5
+
+
+def test_decoder_is_linear_with_zero_baseline(photo, photo_decoder):
+    dec = photo_decoder
+    k = dec.n_features
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(k, generator=g, dtype=torch.float64), torch.randn(k, generator=g, dtype=torch.float64)
+    lhs = dec.decode(2.0 * a - 0.5 * b)
+    rhs = 2.0 * dec.decode(a) - 0.5 * dec.decode(b)
+    assert (lhs - rhs).abs().max() < 1e-10
+    assert dec.decode(torch.zeros(k, dtype=torch.float64)).abs().max() == 0  # implicit baseline (Sec. 4.3.1)
+    batch = dec.decode(torch.stack([a, b]))  # batched == one by one
+    assert torch.allclose(batch[1], dec.decode(b), atol=1e-12)
+    # differentiable: the gradient of <v, D(theta)> is D^T v
+    theta = a.clone().requires_grad_(True)
+    v = torch.randn(photo.shape, generator=g, dtype=torch.float64)
+    (dec.decode(theta) * v).sum().backward()
+    e3 = torch.zeros(k, dtype=torch.float64)
+    e3[3] = 1
+    assert torch.allclose(theta.grad[3], (dec.decode(e3) * v).sum(), rtol=1e-9)
+    # sparse: far fewer stored entries than a dense (K, C H W) matrix
+    assert dec.nnz() < 0.25 * k * photo.numel()
+
+
+def test_partition_cells_partition_the_image_and_smooth_cells_sum_to_one():
+    labels = torch.randint(0, 7, (1, 1, 6, 5), generator=torch.Generator().manual_seed(0)).float()
+    labels = torch.nn.functional.interpolate(labels, size=(30, 25), mode="nearest")[0, 0].long()
+    rows, pix, vals = sparse_cells(labels, None, 0.0, torch.float64)
+    assert torch.equal(torch.sort(pix).values, torch.arange(30 * 25))  # every pixel exactly once ...
+    assert torch.equal(rows[torch.argsort(pix)], labels.flatten()) and (vals == 1).all()  # ... in its own cell
+    for sparsity in (0.0, 0.05, 0.3):
+        rows, pix, vals = sparse_cells(labels, 2.0, sparsity, torch.float64)
+        total = torch.zeros(30 * 25, dtype=torch.float64).index_add_(0, pix, vals)
+        assert (vals > 0).all() and torch.allclose(total, torch.ones_like(total), atol=1e-12)  # Lemma 10
+        if sparsity == 0.3:
+            assert vals.numel() < dense_entries  # sparsification removed entries
+        else:
+            dense_entries = vals.numel()
+    # each voxel's largest share stays with a nearby cell: smoothing is local
+    rows, pix, vals = sparse_cells(labels, 1.0, 0.05, torch.float64)
+    best = torch.zeros(30 * 25, dtype=torch.float64).scatter_reduce(0, pix, vals, "amax")
+    own = vals[rows == labels.flatten()[pix]]
+    assert best.min() > 0.2 and own.numel() == 30 * 25
+
+
+def test_heatmap_of_ones_is_one_and_bad_theta_raises(photo, photo_decoder):
+    dec = photo_decoder
+    h = dec.heatmap(torch.ones(dec.n_features))
+    assert h.shape == photo.shape[1:] and torch.allclose(h, torch.ones_like(h), atol=1e-9)
+    with pytest.raises(ValueError, match="theta must have shape"):
+        dec.decode(torch.ones(dec.n_features + 1))
+    with pytest.raises(TypeError, match="theta must be a tensor"):
+        dec.decode([1.0] * dec.n_features)
+    with pytest.raises(ValueError, match="cells must be one of"):
+        sift_decompose(photo, cells="hexagons")
+    with pytest.raises(ValueError, match=r"\(C, H, W\)"):
+        sift_decompose(photo[None])
+
+
+def test_feature_weights_are_the_l2_norms_of_single_features(photo_decoder):
+    dec = photo_decoder
+    w = dec.feature_weights(chunk=64)
+    e = torch.zeros(dec.n_features, dtype=torch.float64)
+    e[5] = 1
+    assert w.shape == (dec.n_features,) and torch.isclose(w[5], dec.decode(e).norm())
+
+
+# ---------------------------------------------------------------------------------------------- keypoints
+def test_keypoints_are_equivariant_to_whole_pixel_translation():
+    canvas = torch.full((1, 96, 96), 0.5, dtype=torch.float64)
+    pattern = torch.nn.functional.interpolate(random_image(1, 12, 12, seed=5)[None], size=(40, 40), mode="bicubic",
+                                              align_corners=False)[0].clamp(0, 1)
+    a, b = canvas.clone(), canvas.clone()
+    a[:, 20:60, 20:60] = pattern
+    b[:, 23:63, 25:65] = pattern
+    grid = sigma_grid((96, 96), sigma_max=8.0)
+    ka, kb = detect_keypoints(a, grid), detect_keypoints(b, grid)
+    assert len(ka) > 20
+    moved = ka.position + torch.tensor([3.0, 5.0], dtype=torch.float64)
+    d = torch.cdist(torch.cat([moved, ka.sigma[:, None]], 1), torch.cat([kb.position, kb.sigma[:, None]], 1))
+    matched = (d.min(1).values < 1e-6).float().mean()
+    assert matched >= 0.9, f"only {matched:.2f} of the keypoints moved with the image"
+    assert abs(len(ka) - len(kb)) <= 0.1 * len(ka)
+
+
+def test_keypoints_are_stable_under_small_noise_and_deterministic(photo):
+    grid = sigma_grid(photo.shape[1:])
+    k0 = detect_keypoints(photo, grid)
+    assert torch.equal(k0.as_tensor(), detect_keypoints(photo, grid).as_tensor())
+    noisy = photo + 0.003 * torch.randn(photo.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    k1 = detect_keypoints(noisy, grid)
+    near = torch.cdist(k0.position, k1.position) < 1.0
+    same_scale = (k0.sigma[:, None].log2() - k1.sigma[None].log2()).abs() < 1 / 3
+    overlap = float((near & same_scale).any(1).float().mean())
+    assert len(k0) > 30 and overlap >= 0.7, f"keypoint overlap under noise {overlap:.2f}"
+    # keypoints are refined off the pixel centres (Remark 19) and carry a positive scale
+    assert (k0.position - k0.position.round()).abs().max() > 0.05 and (k0.sigma > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------- metric
+def test_weighted_ascent_reduces_to_the_pixel_step_and_keeps_weighted_masses():
+    from pathxai.methods.ablation_path import AscentConfig, ascent_step
+    from pathxai.methods.ablation_path.paths import affine_path
+    from pathxai.methods.sift_ablation import weighted_ascent_step, weighted_masses
+
+    g = torch.Generator().manual_seed(0)
+    state = affine_path(5, (1, 9)).expand(2, 1, 5, 1, 9).clone()
+    grad = torch.randn(state.shape, generator=g, dtype=torch.float64)
+    cfg = AscentConfig(step_size=0.5, smoothing_sigma=0.0, saturation=0.8)
+    same = weighted_ascent_step(state, grad, torch.ones(9, dtype=torch.float64), cfg)
+    assert torch.allclose(same, ascent_step(state, grad, cfg), atol=1e-12)
+    w = torch.rand(9, generator=g, dtype=torch.float64) + 0.2
+    out = weighted_ascent_step(state, grad, w, cfg)
+    assert torch.allclose(weighted_masses(out, w), torch.arange(1, 6, dtype=torch.float64) / 6, atol=1e-9)
+    assert (out.diff(dim=2) >= -1e-12).all() and not torch.allclose(out, same)
+
+
+# ---------------------------------------------------------------------------------------------- methods
+def test_sift_path_improves_on_its_affine_start_on_digits(digits_model, digit_batch):
+    x, y = digit_batch
+    m = SiftAblationPath(digits_model, n_steps=6, min_iterations=4, max_iterations=6, batch_size=16)
+    e = m.explain(x[:2], y[:2])
+    hist = e.extras["score_history"]
+    final = hist.gather(1, e.extras["iterations"].view(-1, 1))[:, 0]
+    assert (final >= hist[:, 0] - 1e-9).all(), f"start {hist[:, 0]} final {final}"
+    assert (final > hist[:, 0] + 1e-3).any()
+    for path, k in zip(e.extras["path"], e.extras["n_features"].tolist()):
+        assert path.shape == (6, k)
+        assert (path.diff(dim=0) >= -1e-9).all() and path.min() >= 0 and path.max() <= 1  # monotone, in [0, 1]
+        assert torch.allclose(path.mean(1), torch.arange(1, 7, dtype=torch.float64) / 7, atol=1e-6)  # constant speed
+    assert e.attribution.shape == (2, 1, 28, 28)
+
+
+def test_sift_path_with_feature_weights_improves_on_digits(digits_model, digit_batch):
+    x, y = digit_batch
+    m = SiftAblationPath(digits_model, n_steps=6, min_iterations=4, max_iterations=4, feature_weights=True,
+                         batch_size=16)
+    e = m.explain(x[:1], y[:1])
+    hist = e.extras["score_history"][0]
+    assert hist[-1] >= hist[0] - 1e-9 and e.meta["params"]["feature_weights"] is True
+
+
+def test_sift_views(digit_batch):
+    x, _ = digit_batch
+    dec = sift_decompose(x[0])
+    phi = torch.linspace(0, 1, 4, dtype=torch.float64)[:, None].expand(4, dec.n_features)
+    strip = path_strip(dec, phi, gap=2)
+    assert strip.shape == (1, 28, 4 * 28 + 3 * 2)
+    assert torch.allclose(strip[:, :, :28].double(), x[0].double().clamp(0, 1), atol=1e-5)  # phi = 0: the image
+    assert strip[:, :, -28:].abs().max() < 1e-6  # phi = 1: D(0) = 0
+    import matplotlib
+    matplotlib.use("Agg")
+    ax = draw_keypoints(x[0], dec.keypoints.as_tensor(), top=3)
+    assert len(ax.patches) == min(3, dec.n_features)
+
+
+def test_sift_rise_matches_its_expectation_on_a_linear_model():
+    """For f(x) = <w, x>, E[f(D(theta)) theta_i] / p = (1 - p) a_i + p sum_j a_j with a_j = f(D(e_j))."""
+    x = torch.nn.functional.interpolate(random_image(1, 6, 6, seed=2)[None], size=(24, 24), mode="bicubic",
+                                        align_corners=False).float()  # smooth: white noise has few scale extrema
+    wvec = torch.randn(1, 24, 24, generator=torch.Generator().manual_seed(4))
+    model = lambda z: torch.stack([(z * wvec).flatten(1).sum(1), -(z * wvec).flatten(1).sum(1)], 1)  # noqa: E731
+    m = SiftRISE(model, n_masks=3000, batch_size=500, score="output", seed=0)
+    e = m.explain(x, 0)
+    dec = m.decompose(x[0])
+    assert dec.n_features >= 4
+    a = torch.stack([(dec.decode(row) * wvec).sum() for row in torch.eye(dec.n_features)]).double()
+    expected = (1 - m.p) * a + m.p * a.sum()
+    got = e.extras["feature_importance"][0]
+    assert torch.corrcoef(torch.stack([got, expected]))[0, 1] > 0.9
+    assert e.attribution.shape == (1, 1, 24, 24)
+
+
+def test_bad_parameters_raise(digits_model):
+    with pytest.raises(ValueError, match="cells"):
+        SiftAblationPath(digits_model, cells="nope")
+    with pytest.raises(ValueError, match="heatmap"):
+        SiftRISE(digits_model, heatmap="nope")
+    with pytest.raises(ValueError, match="eta"):
+        SiftRISE(digits_model, eta=0)
+
+
+@pytest.mark.slow
+def test_sift_path_improves_on_its_affine_start_on_efficientnet(efficientnet):
+    x = efficientnet.preprocess(px.data.sample_images()[0].image)
+    m = SiftAblationPath(efficientnet, n_steps=8, min_iterations=3, max_iterations=4, max_keypoints=150,
+                         batch_size=8)
+    e = m.explain(x, None)
+    hist = e.extras["score_history"][0]
+    final = hist[int(e.extras["iterations"][0])]
+    assert final >= hist[0], f"affine start {hist[0]:.4f}, optimised {final:.4f}"
+    # the decomposition must not dominate the explanation (goal: < 20 %)
+    assert e.extras["decomposition_time_s"][0] < 0.5 * e.extras["path_time_s"][0]
