@@ -4,10 +4,12 @@
     python benchmarks/relax_speed.py memory    [--model clutter-simclr]
     python benchmarks/relax_speed.py accumulate
 
-``accuracy`` (EfficientNet-Lite0 pooled features, the 'chelsea' photo at 224 x 224, one image): ``--replicates``
-rounds, each running, interleaved, (a) pathxai RELAX (``sampling="stratified"``, inference mode) with ``--masks``
-masks, (b) relax-xai with the same number of masks (its own masks and estimator, under ``torch.no_grad()``, as its
-README implies), (c) the plain forward passes either needs (``--masks`` masked copies in chunks of ``--chunk``). Each
+``accuracy`` (default: EfficientNet-Lite0 pooled features, the 'chelsea' photo at 224 x 224, one image; or the
+clutter SimCLR encoder on one 64 x 64 canvas): ``--replicates`` rounds, each running, interleaved, (a) pathxai RELAX
+(defaults: ``sampling="stratified"``, inference mode) with ``--masks`` masks, and the same with
+``control_variate=True``, (b) relax-xai with the same number of masks (its own masks and estimator, under
+``torch.no_grad()``), (c) the plain forward passes either needs (``--masks`` masked copies in chunks of ``--chunk``,
+masking outside the timing). Each
 round uses a fresh seed. Reported: overhead = time / plain-pass time over all rounds (so at replicates x masks masks),
 and the importance error of each package: with R independent replicate maps of N0 masks, the per-pixel standard
 deviation across replicates gives the RMS error of one run, which falls as sqrt(N0 / N) for a run of N masks (averaging
@@ -80,9 +82,10 @@ def plain_passes(model: torch.nn.Module, x: torch.Tensor, n: int, chunk: int) ->
     return total
 
 
-def run_ours(enc, x, n_masks: int, chunk: int, seed: int) -> tuple[torch.Tensor, float]:
+def run_ours(enc, x, n_masks: int, chunk: int, seed: int, control_variate: bool = False
+             ) -> tuple[torch.Tensor, float]:
     method = px.get_method("relax")(enc, n_masks=n_masks, batch_size=chunk, seed=seed, sampling="stratified",
-                                    progress=False)
+                                    control_variate=control_variate, progress=False)
     t0 = time.perf_counter()
     e = method.explain(x)
     return e.attribution[0, 0].double() / 0.5, time.perf_counter() - t0
@@ -103,26 +106,31 @@ def accuracy(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     x, enc = load_input(args.model)
     rounds = []
-    maps = {"pathxai": [], "relax-xai": []}
-    times = {"pathxai": 0.0, "relax-xai": 0.0, "plain": 0.0}
+    arms = args.arms.split(",")
+    runners = {"pathxai": lambda r: run_ours(enc, x, args.masks, args.chunk, seed=r),
+               "pathxai-cv": lambda r: run_ours(enc, x, args.masks, args.chunk, seed=r, control_variate=True),
+               "relax-xai": lambda r: run_relax_xai(enc, x, args.masks, args.chunk, seed=r)}
+    maps = {name: [] for name in arms if name != "plain"}
+    times = {name: 0.0 for name in arms}
     for r in range(args.replicates):
-        t_plain_a = plain_passes(enc, x, args.masks // 2, args.chunk)
-        ours, t_ours = run_ours(enc, x, args.masks, args.chunk, seed=r)
-        theirs, t_theirs = run_relax_xai(enc, x, args.masks, args.chunk, seed=r)
-        t_plain = t_plain_a + plain_passes(enc, x, args.masks - args.masks // 2, args.chunk)
-        maps["pathxai"].append(ours)
-        maps["relax-xai"].append(theirs)
-        times["pathxai"] += t_ours
-        times["relax-xai"] += t_theirs
-        times["plain"] += t_plain
-        rounds.append({"round": r, "pathxai_s": t_ours, "relax_xai_s": t_theirs, "plain_s": t_plain})
-        print(rounds[-1], flush=True)
+        row: dict = {"round": r}
+        t_plain = plain_passes(enc, x, args.masks // 2, args.chunk) if "plain" in arms else 0.0
+        for name in maps:
+            m, t = runners[name](r)
+            maps[name].append(m)
+            times[name] += t
+            row[f"{name}_s"] = t
+        if "plain" in arms:
+            t_plain += plain_passes(enc, x, args.masks - args.masks // 2, args.chunk)
+            times["plain"] += t_plain
+            row["plain_s"] = t_plain
+        rounds.append(row)
+        print(row, flush=True)
     n_total = args.masks * args.replicates
     result = {"model": args.model, "input": tuple(x.shape), "masks_per_replicate": args.masks,
               "replicates": args.replicates, "chunk": args.chunk, "threads": args.threads,
               "total_masks": n_total, "times_s": times, "rounds": rounds,
-              "overhead_pathxai": times["pathxai"] / times["plain"],
-              "overhead_relax_xai": times["relax-xai"] / times["plain"],
+              "overhead": {name: times[name] / times["plain"] for name in maps} if "plain" in times else None,
               "machine": platform.platform(), "torch": torch.__version__}
     for name, ms in maps.items():
         stack = torch.stack(ms)
@@ -132,20 +140,22 @@ def accuracy(args: argparse.Namespace) -> None:
         for k in range(1, half + 1):
             a, b = stack[:k].mean(0), stack[half:half + k].mean(0)
             emp.append({"masks": k * args.masks, "rms_error": float((a - b).pow(2).mean().sqrt() / 2 ** 0.5)})
-        per_mask_s = times["pathxai" if name == "pathxai" else "relax-xai"] / n_total
+        per_mask_s = times[name] / n_total
         result[name] = {"rms_error_at_N0": sd_rms, "seconds_per_mask": per_mask_s, "empirical_half_split": emp,
                         "mean_importance": float(stack.mean())}
     e_target = result["relax-xai"]["rms_error_at_N0"] * (args.masks / 3000) ** 0.5
-    n_ours = args.masks * (result["pathxai"]["rms_error_at_N0"] / e_target) ** 2
     result["target"] = {"relax_xai_masks": 3000, "relax_xai_rms_error": e_target,
-                        "relax_xai_seconds": 3000 * result["relax-xai"]["seconds_per_mask"],
-                        "pathxai_masks_needed": n_ours,
-                        "pathxai_seconds": n_ours * result["pathxai"]["seconds_per_mask"]}
-    result["target"]["time_ratio"] = result["target"]["pathxai_seconds"] / result["target"]["relax_xai_seconds"]
+                        "relax_xai_seconds": 3000 * result["relax-xai"]["seconds_per_mask"]}
+    for name in [n for n in maps if n != "relax-xai"]:
+        n_ours = args.masks * (result[name]["rms_error_at_N0"] / e_target) ** 2
+        seconds = n_ours * result[name]["seconds_per_mask"]
+        result["target"][name] = {"masks_needed": n_ours, "seconds": seconds,
+                                  "time_ratio": seconds / result["target"]["relax_xai_seconds"]}
     OUT.mkdir(exist_ok=True)
-    (OUT / f"relax_speed_accuracy_{args.model}.json").write_text(json.dumps(result, indent=1))
+    result["arms"] = arms
+    (OUT / f"relax_speed_accuracy_{args.model}_{args.masks}.json").write_text(json.dumps(result, indent=1))
     plot(result, maps, args)
-    print(json.dumps({k: result[k] for k in ("overhead_pathxai", "overhead_relax_xai", "target")}, indent=1))
+    print(json.dumps({k: result[k] for k in ("overhead", "target")}, indent=1))
 
 
 def plot(result: dict, maps: dict, args: argparse.Namespace) -> None:
@@ -155,7 +165,9 @@ def plot(result: dict, maps: dict, args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for name, colour in (("relax-xai", "tab:red"), ("pathxai", "tab:blue")):
+    for name, colour in (("relax-xai", "tab:red"), ("pathxai", "tab:blue"), ("pathxai-cv", "tab:green")):
+        if name not in result:
+            continue
         r = result[name]
         ns = torch.logspace(1.7, 3.7, 40)
         ax.plot(ns * r["seconds_per_mask"], r["rms_error_at_N0"] * (args.masks / ns) ** 0.5, color=colour,
@@ -166,7 +178,9 @@ def plot(result: dict, maps: dict, args: argparse.Namespace) -> None:
     t = result["target"]
     ax.axhline(t["relax_xai_rms_error"], color="grey", lw=0.8, ls="--")
     ax.axvline(t["relax_xai_seconds"], color="tab:red", lw=0.8, ls=":")
-    ax.axvline(t["pathxai_seconds"], color="tab:blue", lw=0.8, ls=":")
+    for name, colour in (("pathxai", "tab:blue"), ("pathxai-cv", "tab:green")):
+        if name in t:
+            ax.axvline(t[name]["seconds"], color=colour, lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("wall time (s, this machine)")
@@ -174,7 +188,7 @@ def plot(result: dict, maps: dict, args: argparse.Namespace) -> None:
     ax.set_title(f"RELAX on {args.model}, input {tuple(result['input'][1:])}: error vs time", fontsize=9)
     ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(OUT / f"relax_error_vs_time_{args.model}.png")
+    fig.savefig(OUT / f"relax_error_vs_time_{args.model}_{args.masks}.png")
 
 
 def memory(args: argparse.Namespace) -> None:
@@ -247,6 +261,8 @@ def main() -> None:
     parser.add_argument("--masks", type=int, default=300)
     parser.add_argument("--chunk", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--arms", default="pathxai,pathxai-cv,relax-xai,plain",
+                        help="accuracy: comma-separated subset of pathxai, pathxai-cv, relax-xai, plain")
     parser.add_argument("--model", default=None, help="accuracy: efficientnet-lite0-features (default) or "
                         "clutter-simclr; memory: clutter-simclr (default)")
     parser.add_argument("--counts", type=int, nargs="+", default=[1000, 10000, 30000])

@@ -11,8 +11,6 @@ Requires e2cnn for the steerable reference (pip install e2cnn==0.2.3); without i
 from __future__ import annotations
 
 import argparse
-import io
-import math
 import os
 import platform
 import sys
@@ -24,12 +22,22 @@ from pathlib import Path
 import torch
 
 from pathxai.equivariant.data import make_cryo_em
-from pathxai.equivariant.experiment import RunConfig, history_csv, input_scale_of, run, time_training_step, \
-    build_model
-from pathxai.equivariant.models import GaussianBlur, count_parameters
+from pathxai.equivariant.experiment import (
+    RunConfig,
+    build_model,
+    history_csv,
+    input_scale_of,
+    run,
+    time_training_step,
+)
+from pathxai.equivariant.models import GaussianBlur
 from pathxai.equivariant.plots import plot_curves
-from pathxai.equivariant.train import equivariance_angles, equivariance_errors, disc_mse, INNER_RADIUS
 from pathxai.equivariant.spiral import disc_mask
+from pathxai.equivariant.train import (
+    INNER_RADIUS,
+    equivariance_angles,
+    equivariance_errors,
+)
 
 warnings.filterwarnings("ignore")   # e2cnn's deprecation warnings
 
@@ -114,24 +122,32 @@ def main(argv: list[str] | None = None) -> int:
 
     total_min = (time.time() - t_start) / 60
     load1 = os.getloadavg()[0]
-    cmd = "python benchmarks/spiral_denoise.py" + (" --quick" if args.quick else "")
+    argv_shown, skip = [], False
+    for a in (sys.argv[1:] if argv is None else argv):     # the exact command, minus the output folder
+        if skip:
+            skip = False
+        elif a == "--out":
+            skip = True
+        elif not a.startswith("--out="):
+            argv_shown.append(a)
+    cmd = " ".join(["python benchmarks/spiral_denoise.py"] + argv_shown)
     lines = [
         "# Spiral CNN denoising (thesis Section 7.4)", "",
-        f"Command: `{cmd}` (total {total_min:.0f} min; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"Python {platform.python_version()}; machine load average {load0:.1f} at start, {load1:.1f} at end on "
-        f"{os.cpu_count()} shared cores).", "",
-        f"Data: `make_cryo_em` — {args.size}x{args.size} px projections of 8 random Gaussian-blob molecules under "
+        (f"Command: `{cmd}` (total {total_min:.0f} min; torch {torch.__version__}, {torch.get_num_threads()} "
+         f"threads, Python {platform.python_version()}; machine load average {load0:.1f} at start, {load1:.1f} at "
+         f"end on {os.cpu_count()} shared cores)."), "",
+        (f"Data: `make_cryo_em` — {args.size}x{args.size} px projections of 8 random Gaussian-blob molecules under "
         f"uniform SO(3) orientations, unit signal power on the disc, additive Gaussian noise at the SNR (power ratio), "
-        f"masked to the disc; {args.n_train} training / {args.n_val} validation images, seed {args.seed}.",
-        f"Models: depth {args.depth}, {args.channels} hidden channels, 3x3 kernels (spiral: 3-row ribbon, "
+        f"masked to the disc; {args.n_train} training / {args.n_val} validation images, seed {args.seed}."),
+        (f"Models: depth {args.depth}, {args.channels} hidden channels, 3x3 kernels (spiral: 3-row ribbon, "
         f"n_wind = {args.size // 2}, n_spls = round(pi n_wind^2)); steerable: e2cnn C8 regular fields, count "
         "matched to the cartesian parameters. Adam lr 2e-3, cosine schedule, batch 32, "
-        f"{args.epochs} epochs; augmentation = a fresh random rotation of every training pair each epoch.", "",
-        "MSE is on the disc. `MSE/noisy` = validation MSE / MSE of the noisy input (the issue's measure; at SNR 1/64 "
+        f"{args.epochs} epochs; augmentation = a fresh random rotation of every training pair each epoch."), "",
+        ("MSE is on the disc. `MSE/noisy` = validation MSE / MSE of the noisy input (the issue's measure; at SNR 1/64 "
         "predicting zero already scores 1/64); `NMSE` = validation MSE / clean power (1 = predicting zero). "
         "Equivariance error = mean |F(MRx) - RF(x)| / |F(x)| over 64 validation images, one random angle each, on "
         f"the unit disc and on the disc r < {INNER_RADIUS} (R: noise-preserving Fourier-shear rotation, M: disc mask). "
-        "`eq@0` is the untrained network.", "",
+        "`eq@0` is the untrained network."), "",
         "| SNR | architecture | params | MSE/noisy | NMSE | best NMSE | eq@0 | eq (disc) | eq (r<0.8) | s/epoch |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -146,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
               "| architecture | s/step | sparse resampling share |", "|---|---:|---:|"]
     for k, v in timing.items():
         lines.append(f"| {k} | {v['step_seconds']:.3f} | {100 * v['resample_share']:.1f}% |")
-    lines += ["", "Curves: `spiral_snr4.png`, `spiral_snr64.png` (left: MSE/noisy per epoch; right: equivariance "
-              "error, solid = disc, dashed = r < 0.8); all numbers per epoch in `spiral_curves.csv`.", ""]
+    lines += ["", ("Curves: `spiral_snr4.png`, `spiral_snr64.png` (left: MSE/noisy per epoch; right: equivariance "
+              "error, solid = disc, dashed = r < 0.8); all numbers per epoch in `spiral_curves.csv`."), ""]
     _write(args.out / ("spiral.md" if not args.quick else "spiral_quick.md"), "\n".join(lines))
     print("\n".join(lines))
     return 0

@@ -93,7 +93,7 @@ def test_resampling_matrix_rows_and_linear_exactness(geom: eq.SpiralGeometry, pa
     np.testing.assert_allclose(np.asarray(a.sum(axis=1)).ravel(), 1.0, atol=1e-12)
     assert a.data.min() >= 0.0
     assert np.diff(a.indptr).max() <= 3
-    f = lambda p: 0.7 - 1.3 * p[:, 0] + 2.1 * p[:, 1]          # noqa: E731
+    f = lambda p: 0.7 - 1.3 * p[:, 0] + 2.1 * p[:, 1]
     inside = np.hypot(*tgt.T) < 0.9                             # inside the source hull
     np.testing.assert_allclose((a @ f(src))[inside], f(tgt)[inside], atol=1e-6)
 
@@ -248,7 +248,8 @@ def test_untrained_spiral_layer_is_much_closer_to_equivariant_than_cartesian(geo
             cart.weight.copy_(layer.conv.conv.weight)
         spiral_err.append(eq.equivariance_error(layer, x, angles, data.mask))
         cart_err.append(eq.equivariance_error(cart, x, angles, data.mask))
-    assert max(spiral_err) < 0.5 * min(cart_err), (spiral_err, cart_err)
+    # measured (33 px, seeds 0, 1): spiral 0.07, 0.20 vs cartesian 0.49, 0.96 -- a 5-7x gap; asserted: > 2.5x
+    assert all(s < 0.4 * c for s, c in zip(spiral_err, cart_err)), (spiral_err, cart_err)
 
 
 def test_equivariance_error_zero_for_identity_and_isotropic_blur_small(geom: eq.SpiralGeometry) -> None:
@@ -258,7 +259,8 @@ def test_equivariance_error_zero_for_identity_and_isotropic_blur_small(geom: eq.
     inner = torch.from_numpy(eq.disc_mask(geom.image_size, 0.8))
     blur_err = eq.equivariance_error(GaussianBlur(1.0), data.val_noisy, angles, inner)
     flip_err = eq.equivariance_error(_Flip(), data.val_noisy, angles, inner)
-    assert blur_err < 0.05 < 0.5 < flip_err
+    assert blur_err < 0.05
+    assert flip_err > 0.5
     with pytest.raises(ValueError, match="angles"):
         eq.equivariance_error(torch.nn.Identity(), data.val_clean, angles[:3], data.mask)
 

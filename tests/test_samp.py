@@ -155,7 +155,7 @@ def test_concentration_principle_samp_variance_exceeds_ig(digits_model, digit_ba
 
 def test_batched_paths_equal_one_image_at_a_time(digits_model, digit_batch):
     x, y = digit_batch
-    method = px.get_method("samp++")(digits_model, step_size=200, batch_size=5)
+    method = px.get_method("samp++")(digits_model, step_size=300, batch_size=5)
     batched = method.explain(x, y)
     for i in (0, 2):
         alone = method.explain(x[i:i + 1], y[i:i + 1])
@@ -164,8 +164,8 @@ def test_batched_paths_equal_one_image_at_a_time(digits_model, digit_batch):
 
 
 def test_momentum_changes_the_choice_not_the_completeness(digits_model, digit_batch):
-    x, y = digit_batch
-    kw = dict(direction="insertion", baseline="zero", step_size=60, batch_size=16)
+    x, y = digit_batch[0][:2], digit_batch[1][:2]
+    kw = {"direction": "insertion", "baseline": "zero", "step_size": 100, "batch_size": 16}
     a = px.get_method("samp++")(digits_model, momentum=0.0, **kw).explain(x, y)
     b = px.get_method("samp++")(digits_model, momentum=0.9, **kw).explain(x, y)
     assert not torch.equal(a.extras["order"], b.extras["order"])

@@ -32,7 +32,13 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE)
+__all__ = ["CartesianDenoiser", "CryoEMConfig", "CryoEMData", "EpochRecord", "GaussianBlur", "Molecule", "Resampler",
+           "RunConfig", "RunResult", "SpiralConv", "SpiralDenoiser", "SpiralGeometry", "barycentric_matrix",
+           "count_parameters", "disc_mask", "disc_mse", "equivariance_angles", "equivariance_error",
+           "equivariance_errors", "evaluate", "isotropic_n_spls", "load_run", "make_cryo_em", "pixel_points",
+           "predict", "random_molecule", "ribbon_points", "rotate", "run", "save_run", "spiral_parameters",
+           "spiral_points", "spiral_resamplers", "steerable_denoiser", "time_training_step", "train_denoiser"]
+assert sorted(__all__) == sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:

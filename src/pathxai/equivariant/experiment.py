@@ -12,16 +12,21 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
 from .data import CryoEMConfig, CryoEMData, make_cryo_em
-from .models import CartesianDenoiser, SpiralDenoiser, count_parameters, steerable_denoiser
+from .models import (
+    CartesianDenoiser,
+    SpiralDenoiser,
+    count_parameters,
+    steerable_denoiser,
+)
 from .train import EpochRecord, train_denoiser
 
 ARCHS = ("spiral", "cartesian", "steerable")
@@ -78,7 +83,7 @@ class RunConfig:
         return self.arch + pre + ("+aug" if self.augment else "")
 
     @classmethod
-    def from_dict(cls, d: dict) -> "RunConfig":
+    def from_dict(cls, d: dict) -> RunConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

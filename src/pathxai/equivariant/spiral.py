@@ -32,7 +32,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
 def isotropic_n_spls(n_wind: int) -> int:
     """The number of spiral samples that makes the spacing along the spiral equal the winding spacing ``1/n_wind``."""
     n_wind = _check_int("n_wind", n_wind, 1)
-    return int(round(math.pi * n_wind ** 2))
+    return round(math.pi * n_wind ** 2)
 
 
 def spiral_parameters(n_spls: int, n_wind: int) -> tuple[np.ndarray, np.ndarray]:

@@ -54,6 +54,12 @@ computes), 0.0021 antithetic and 0.0015 stratified on the clutter SimCLR encoder
 the digits CNN features). Stratified Eq. 2 is unbiased (tested against the exact expectation on an enumerable mask
 space) and needs ~2-3x fewer masks than the weighted iid estimate for the same error.
 
+``control_variate=True`` (Eq. 2 only) further removes the part of the similarity that is linear in the mask's
+cells -- a regression on the grid² binary cells, cross-fitted on two halves of the masks so the estimate stays exactly
+unbiased, with the exact expectation of the fitted part added back (:class:`CellControlVariate`). The similarity is
+~80 % linear in the cells on our encoders; the error for a given number of masks drops a further 1.3-1.7x (RMS), at
+the price of a fixed (2, grid², pixels) float64 buffer and one more matrix product per 64 masks.
+
 Text: inputs (N, L, D) of token embeddings are masked per token with Bernoulli(p) (binary masks, no grid; the three
 ``sampling`` options apply per token). ``baseline=0`` (default) turns a removed token into a zero row, which the
 encoders of :mod:`pathxai.models.encoders` drop through the attention mask; pass the encoder's pad-token embedding
@@ -160,11 +166,19 @@ def relax_masks(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid: in
     (grid + 1) · ceil(size / grid), crop at a random shift in [0, cell)); ``shape`` = (L,): binary per-token masks.
     ``sampling``: ``"iid"``, ``"antithetic"`` or ``"stratified"`` (groups of ``stratum`` masks), see the module doc.
     """
+    return masks_and_cells(index, seed, shape, grid, p, sampling, stratum, stream)[0]
+
+
+def masks_and_cells(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid: int = 7, p: float = 0.5,
+                    sampling: str = "iid", stratum: int = 8, stream: str = "relax"
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`relax_masks` and the binary cells they were made from: ``(masks (n, *shape), cells (n, n_cells))``
+    with n_cells = grid² for images (row-major) and L for tokens."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     if len(shape) == 1:
         cells, _ = _cells(index, seed, int(shape[0]), p, sampling, stratum, stream)
-        return cells
+        return cells, cells
     if len(shape) != 2:
         raise ValueError(f"shape must be (H, W) or (L,), got {tuple(shape)}")
     height, width = int(shape[0]), int(shape[1])
@@ -176,7 +190,21 @@ def relax_masks(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid: in
     a_y = _bilinear_weights((grid + 1) * cell_h, grid)[dy[:, None] + torch.arange(height)]   # (n, H, grid)
     a_x = _bilinear_weights((grid + 1) * cell_w, grid)[dx[:, None] + torch.arange(width)]    # (n, W, grid)
     out = torch.bmm(torch.bmm(a_y, cells.view(-1, grid, grid)), a_x.transpose(1, 2))
-    return out.clamp_(0.0, 1.0)
+    return out.clamp_(0.0, 1.0), cells
+
+
+def expected_cell_weights(shape: tuple[int, ...], grid: int = 7) -> torch.Tensor:
+    """(n_cells, P) float64: E_shift[w_c(pixel)], the bilinear weight of cell c at each pixel averaged over the
+    uniform shift -- so that E[B_c M_ij] = p² + p (1 - p) w̄_c(ij) for Bernoulli(p) cells B. Tokens: the identity."""
+    if len(shape) == 1:
+        return torch.eye(int(shape[0]), dtype=torch.float64)
+    height, width = int(shape[0]), int(shape[1])
+    cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
+    a_y = _bilinear_weights((grid + 1) * cell_h, grid).double()
+    a_x = _bilinear_weights((grid + 1) * cell_w, grid).double()
+    mean_y = torch.stack([a_y[dy:dy + height] for dy in range(cell_h)]).mean(0)   # (H, grid)
+    mean_x = torch.stack([a_x[dx:dx + width] for dx in range(cell_w)]).mean(0)    # (W, grid)
+    return torch.einsum("ia,jb->abij", mean_y, mean_x).reshape(grid * grid, height * width)
 
 
 def _bilinear_weights(out_len: int, in_len: int) -> torch.Tensor:
@@ -282,6 +310,76 @@ class MaskedMoments:
         return self.mean * self.weight / self.n, self.m2 / self.n
 
 
+class CellControlVariate:
+    """Eq. 2 with a cross-fitted regression control variate on the mask cells (unbiased, streaming).
+
+    The similarity is close to linear in the binary cells B (n_cells of them) a mask was made from (out-of-sample
+    R² ≈ 0.8 on our encoders). With ŝ(B) = a + β·B fitted by least squares, Eq. 2 is estimated as
+
+        R̂_ij = (1/N) Σ_n (s_n - ŝ(B_n)) M_ij(n) + E[ŝ(B) M_ij],   E[ŝ M_ij] = a p + Σ_c β_c (p² + p(1-p) w̄_c(ij))
+
+    (:func:`expected_cell_weights`), which only leaves the residual's noise. To keep it exactly unbiased the masks
+    are split in two folds (alternate groups of ``group`` masks) and each fold is corrected with the coefficients
+    fitted on the other one. Kept per fold: XᵀX, Xᵀs (X = [1, B]), Σ s M, Σ M and Σ B ⊗ M ((n_cells, P), shared by
+    all images) -- memory independent of the number of masks (2 x 49 x 224² float64 = 39 MB at 224 x 224).
+    """
+
+    def __init__(self, n_images: int, n_cells: int, n_pixels: int, group: int) -> None:
+        d = n_cells + 1
+        self.group = group
+        self.count = [0, 0]
+        self.xtx = torch.zeros(2, d, d, dtype=torch.float64)
+        self.xts = torch.zeros(2, n_images, d, dtype=torch.float64)
+        self.s1 = torch.zeros(2, n_images, n_pixels, dtype=torch.float64)
+        self.w = torch.zeros(2, n_pixels, dtype=torch.float64)
+        self.t = torch.zeros(2, n_cells, n_pixels, dtype=torch.float64)
+
+    def add_block(self, mask_index: torch.Tensor, cells: torch.Tensor, masks: torch.Tensor,
+                  scores: torch.Tensor) -> None:
+        """``mask_index`` (K,), ``cells`` (K, n_cells), ``masks`` (K, P), ``scores`` (n_images, K)."""
+        fold = (mask_index // self.group) % 2
+        n_img = scores.shape[0]
+        for f in (0, 1):
+            sel = fold == f
+            k = int(sel.sum())
+            if k == 0:
+                continue
+            c = cells[sel].to(torch.float64)
+            x = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], 1)
+            sc = scores[:, sel].to(torch.float64)
+            self.xtx[f] += x.t() @ x
+            self.xts[f] += sc @ x
+            m = masks[sel]
+            lhs = torch.cat([torch.ones(1, k, dtype=torch.float64), sc, c.t()]).to(m.dtype)
+            sums = (lhs @ m).to(torch.float64)
+            self.w[f] += sums[0]
+            self.s1[f] += sums[1:n_img + 1]
+            self.t[f] += sums[n_img + 1:]
+            self.count[f] += k
+
+    def coefficients(self, fold: int) -> torch.Tensor:
+        """(n_cells + 1, n_images) least-squares [a; β] fitted on ``fold`` (a small ridge keeps it defined)."""
+        d = self.xtx.shape[1]
+        if self.count[fold] == 0:
+            return torch.zeros(d, self.xts.shape[1], dtype=torch.float64)
+        ridge = 1e-6 * max(1, self.count[fold]) * torch.eye(d, dtype=torch.float64)
+        return torch.linalg.solve(self.xtx[fold] + ridge, self.xts[fold].t())
+
+    def importance(self, expected_weights: torch.Tensor, p: float) -> torch.Tensor:
+        """(n_images, P) float64 control-variate estimate of Eq. 2."""
+        n_total = sum(self.count)
+        total = torch.zeros_like(self.s1[0])
+        basis = p * p + p * (1 - p) * expected_weights       # (n_cells, P): E[B_c M_ij]
+        for g in (0, 1):
+            if self.count[g] == 0:
+                continue
+            coef = self.coefficients(1 - g)
+            a, beta = coef[0], coef[1:]                       # (n_images,), (n_cells, n_images)
+            expected = a[:, None] * p + beta.t() @ basis
+            total += self.s1[g] - a[:, None] * self.w[g] - beta.t() @ self.t[g] + self.count[g] * expected
+        return total / n_total
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # U-RELAX
 
@@ -338,6 +436,8 @@ class RELAX(Method):
         stratum: masks per stratum for ``sampling="stratified"`` (a divisor of 64).
         baseline: what masked-out inputs become: x ⊙ M + baseline ⊙ (1 - M). 0 (the paper's zeros), a number,
             or a tensor broadcastable to one input (C, H, W) / (L, D).
+        control_variate: estimate Eq. 2 with the cross-fitted cell-regression control variate
+            (:class:`CellControlVariate`): unbiased, several times fewer masks for the same error.
     Attribution: (N, 1, H, W) importance for images, (N, L) for token inputs (N, L, D).
     Extras: ``uncertainty`` (same shape), ``mask_weight`` (H, W) or (L,) = Σ_n M_n, ``mean_similarity`` (N,),
     ``representation`` (N, D), ``error_bound`` (Theorem 1's t at ``delta`` for this N; meaningful for ``mean``).
@@ -354,9 +454,14 @@ class RELAX(Method):
     def __init__(self, model: Any, *, n_masks: int | None = None, tolerance: float | None = None,
                  delta: float = 0.01, grid: int = 7, p: float = 0.5, similarity: SimilarityLike = "cosine",
                  estimator: str = "mean", sampling: str = "stratified", stratum: int = 8,
-                 baseline: float | torch.Tensor = 0.0, **kwargs: Any) -> None:
+                 baseline: float | torch.Tensor = 0.0, control_variate: bool = False, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.delta = check_fraction(delta, "delta", inclusive=False)
+        if not isinstance(control_variate, bool):
+            raise TypeError(f"control_variate must be True or False, got {control_variate!r}")
+        if control_variate and estimator != "mean":
+            raise ValueError("control_variate=True estimates Eq. 2: it needs estimator='mean'")
+        self.control_variate = control_variate
         if tolerance is not None:
             if n_masks is not None:
                 raise ValueError(f"pass either n_masks ({n_masks}) or tolerance ({tolerance}) (Theorem 1 picks "
@@ -391,6 +496,7 @@ class RELAX(Method):
                 "p": self.p, "similarity": self.similarity if isinstance(self.similarity, str) else "callable",
                 "estimator": self.estimator, "sampling": self.sampling,
                 **({"stratum": self.stratum} if self.sampling == "stratified" else {}),
+                "control_variate": self.control_variate,
                 "baseline": self.baseline if not isinstance(self.baseline, torch.Tensor) else "tensor"}
 
     # -------------------------------------------------------------------------------------------------------------
@@ -416,23 +522,31 @@ class RELAX(Method):
         out = check_model_output(self.evaluator.forward(x, desc="representation"), x.shape[0])
         return out.flatten(1).to(torch.float64)
 
-    def statistics(self, x: torch.Tensor) -> tuple[MaskedMoments, torch.Tensor, torch.Tensor]:
-        """Run the masks: ``(moments over (N, P), representation (N, D), mean similarity (N,))``."""
+    def statistics(self, x: torch.Tensor
+                   ) -> tuple[MaskedMoments, torch.Tensor, torch.Tensor, CellControlVariate | None]:
+        """Run the masks: ``(moments over (N, P), representation (N, D), mean similarity (N,), control-variate
+        sums or None)``."""
         n = x.shape[0]
         spatial = tuple(x.shape[2:]) if x.ndim == 4 else (x.shape[1],)
         n_pix = math.prod(spatial)
         h = self.representation(x)
         base = self._baseline_for(x)
         moments = MaskedMoments(n, n_pix)
+        n_cells = self.grid * self.grid if x.ndim == 4 else n_pix
+        group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
+        cv = CellControlVariate(n, n_cells, n_pix, group) if self.control_variate else None
         sim_sum = torch.zeros(n, dtype=torch.float64)
-        blocks: dict[int, torch.Tensor] = {}
+        blocks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         pending: dict[int, torch.Tensor] = {}
 
-        def block_masks(b: int) -> torch.Tensor:
+        def block_data(b: int) -> tuple[torch.Tensor, torch.Tensor]:
             if b not in blocks:
                 idx = torch.arange(b * BLOCK, min((b + 1) * BLOCK, self.n_masks))
-                blocks[b] = relax_masks(idx, self.seed, spatial, self.grid, self.p, self.sampling, self.stratum)
+                blocks[b] = masks_and_cells(idx, self.seed, spatial, self.grid, self.p, self.sampling, self.stratum)
             return blocks[b]
+
+        def block_masks(b: int) -> torch.Tensor:
+            return block_data(b)[0]
 
         def masks_of(mask_idx: torch.Tensor) -> torch.Tensor:
             first, last = int(mask_idx[0]) // BLOCK, int(mask_idx[-1]) // BLOCK   # indices are increasing
@@ -475,17 +589,24 @@ class RELAX(Method):
                 buf = pending[b]
                 if torch.isnan(buf).any():
                     break
-                moments.add_block(block_masks(b).reshape(buf.shape[1], n_pix), buf)
+                masks_b, cells_b = block_data(b)
+                moments.add_block(masks_b.reshape(buf.shape[1], n_pix), buf)
+                if cv is not None:
+                    cv.add_block(torch.arange(b * BLOCK, b * BLOCK + buf.shape[1]), cells_b,
+                                 masks_b.reshape(buf.shape[1], n_pix), buf)
                 sim_sum += buf.sum(1)
                 del pending[b]
                 blocks.pop(b, None)
         if pending:  # pragma: no cover - every item was evaluated
             raise RuntimeError("internal error: some masks were not evaluated")
-        return moments, h, sim_sum / self.n_masks
+        return moments, h, sim_sum / self.n_masks, cv
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
-        moments, h, mean_sim = self.statistics(x)
+        moments, h, mean_sim, cv = self.statistics(x)
         importance, uncertainty = moments.estimates(self.estimator)
+        if cv is not None:
+            spatial = tuple(x.shape[2:]) if x.ndim == 4 else (x.shape[1],)
+            importance = cv.importance(expected_cell_weights(spatial, self.grid), self.p)
         shape = (x.shape[0], 1, *x.shape[2:]) if x.ndim == 4 else (x.shape[0], x.shape[1])
         importance = importance.reshape(shape).to(x.dtype)
         uncertainty = uncertainty.reshape(shape).to(x.dtype)
@@ -529,5 +650,6 @@ class URELAX(RELAX):
         return filtered, {**extras, "importance": importance, "threshold": eps}
 
 
-__all__ = ["RELAX", "URELAX", "MaskedMoments", "cosine_similarity", "dot_similarity", "error_bound", "masks_needed",
+__all__ = ["RELAX", "URELAX", "CellControlVariate", "MaskedMoments", "cosine_similarity", "expected_cell_weights",
+           "masks_and_cells", "dot_similarity", "error_bound", "masks_needed",
            "relax_masks", "resolve_similarity", "u_relax"]

@@ -1,0 +1,67 @@
+"""Assemble benchmarks/RESULTS.md from the per-topic result files in benchmarks/results/.
+
+    python benchmarks/assemble_results.py
+
+Each results/*.md file is written by the benchmark script named in it, with the exact command that produced it;
+this script only concatenates them under one table of contents, in a fixed order.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ORDER = [
+    ("ig_vs_captum.md", "Core: Integrated Gradients vs Captum (issue 3)"),
+    ("bench_baselines.md", "Core: overhead ratio and memory of the baseline methods (`pathxai bench`)"),
+    ("eval_digits_clutter/table.md", "Metrics: digits-clutter suite (`pathxai evaluate`)"),
+    ("eval_photos/table.md", "Metrics: photos suite (`pathxai evaluate`)"),
+    ("samp.md", "SAMP / SAMP++ (issue 6)"),
+    ("fi.md", "Functional Fisher information (issue 7)"),
+    ("relax.md", "RELAX / U-RELAX (issue 8)"),
+    ("relax_tables_digits-clutter.md", "RELAX tables on digits-clutter (issue 8)"),
+    ("sointer.md", "SOInter (issue 9)"),
+    ("sift.md", "SIFT-based ablation (issue 10)"),
+    ("spiral.md", "Spiral-CNN denoiser (issue 11)"),
+    ("runs.md", "Batch runs and Ray (issue 12)"),
+]
+COMMANDS = {
+    "eval_digits_clutter/table.md": "OMP_NUM_THREADS=1 pathxai evaluate --suite digits-clutter --methods "
+                                    "ig,gradcam,rise,occlusion,ablation_path --metrics insertion,deletion,pointing "
+                                    "--n-images 40 --out benchmarks/results/eval_digits_clutter",
+    "eval_photos/table.md": "OMP_NUM_THREADS=1 pathxai evaluate --suite photos --methods ig,gradcam,rise,occlusion "
+                            "--metrics insertion,deletion,pointing --n-images 6 -p rise.n_masks=1000 "
+                            "--out benchmarks/results/eval_photos",
+    "ig_vs_captum.md": "python benchmarks/ig_vs_captum.py --repeats 3",
+    "bench_baselines.md": "pathxai bench --model efficientnet-lite0 --repeats 3 --out benchmarks/results/bench_baselines.md",
+}
+
+
+def main() -> None:
+    parts = ["# Benchmark results",
+             "",
+             "Every table below was produced by the command printed with it, on the project's 2-core CPU machines "
+             "(no GPU). Speeds are ratios against a reference measured in the same process, interleaved, because "
+             "the machines are shared: several tables were measured while other jobs loaded the machine (load "
+             "average 5-15), which each section states; absolute seconds there are inflated, ratios less so.",
+             "Regenerate this file with `python benchmarks/assemble_results.py` after re-running a benchmark.",
+             ""]
+    toc, body = [], []
+    for name, title in ORDER:
+        path = HERE / "results" / name
+        if not path.exists():
+            continue
+        anchor = title.lower()
+        toc.append(f"- {title}")
+        body += [f"## {title}", ""]
+        if name in COMMANDS:
+            body += ["```bash", COMMANDS[name], "```", ""]
+        text = path.read_text().strip()
+        # demote the sections of the included file below this file's own headings
+        text = "\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines())
+        body += [text, ""]
+        del anchor
+    (HERE / "RESULTS.md").write_text("\n".join(parts + toc + [""] + body) + "\n")
+
+
+if __name__ == "__main__":
+    main()
