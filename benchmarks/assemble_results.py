@@ -36,6 +36,16 @@ COMMANDS = {
 }
 
 
+def demote_headings(text: str) -> str:
+    """Push the included file's markdown headings two levels down (outside code blocks only)."""
+    out, in_code = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        out.append("##" + line if line.startswith("#") and not in_code else line)
+    return "\n".join(out)
+
+
 def main() -> None:
     parts = ["# Benchmark results",
              "",
@@ -56,8 +66,7 @@ def main() -> None:
         if name in COMMANDS:
             body += ["```bash", COMMANDS[name], "```", ""]
         text = path.read_text().strip()
-        # demote the sections of the included file below this file's own headings
-        text = "\n".join(("#" + line) if line.startswith("#") else line for line in text.splitlines())
+        text = demote_headings(text)
         body += [text, ""]
         del anchor
     (HERE / "RESULTS.md").write_text("\n".join(parts + toc + [""] + body) + "\n")
