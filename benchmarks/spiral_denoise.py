@@ -2,7 +2,7 @@
 rotation augmentation) vs an e2cnn steerable CNN, at SNR 1/4 and 1/64, tracking validation MSE and equivariance
 error per epoch; plus training time per epoch and the share of the sparse resampling in a spiral training step.
 
-    python benchmarks/spiral_denoise.py                # the full benchmark (~40 min on 2 busy shared CPU cores)
+    python benchmarks/spiral_denoise.py                # the full benchmark (~20-25 min on 2 busy shared CPU cores)
     python benchmarks/spiral_denoise.py --quick        # a 1-minute smoke run (tiny sizes; numbers meaningless)
 
 Writes benchmarks/results/spiral.md, spiral_curves.csv and spiral_snr4.png / spiral_snr64.png (atomically).
@@ -68,7 +68,7 @@ def metric_floor(data, n: int, seed: int) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
-    ap.add_argument("--size", type=int, default=25)
+    ap.add_argument("--size", type=int, default=33)
     ap.add_argument("--n-train", type=int, default=600)
     ap.add_argument("--n-val", type=int, default=150)
     ap.add_argument("--epochs", type=int, default=5)
