@@ -97,6 +97,42 @@ def fmt(row: dict, key: str) -> str:
     return f"{float(v.mean()):+.3f} (±{float(v.std()):.3f}); median all {float(allv.median()):+.3f}"
 
 
+def overhead(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, repeats: int, n_photos: int,
+             log) -> list[str]:
+    """Method time / time of the same passes replayed plainly, interleaved, median of ``repeats``."""
+    lines: list[str] = []
+    lines += ["## Overhead of the greedy loop", "",
+              "Time of the method ÷ time of the same forward+backward (and forward-only) passes, replayed in the "
+              "same chunk sizes on fixed inputs, in the same process, interleaved, median of "
+              f"{repeats} repeats.", "", "| model | method | batch | grad evals / image | method s | plain s | "
+              "ratio | s / image |", "|---|---|---|---|---|---|---|---|"]
+    photo_suite = px.data.load_suite("photos", n_images=n_photos, seed=0)
+    setups = [("digits-cnn", model, x[:16], labels[:16], 64), ("efficientnet-lite0", photo_suite.model(),
+                                                                  photo_suite.batch()[0], photo_suite.batch()[1], 8)]
+    for model_name, mdl, xx, yy, bs in setups:
+        for name in ("samp", "samp++"):
+            t_method, t_plain = [], []
+            evals = 0
+            for _ in range(repeats):
+                method = px.get_method(name)(mdl, batch_size=bs, progress=False)
+                chunks = ChunkLog(method.evaluator)
+                t0 = time.perf_counter()
+                e = method.explain(xx, yy)
+                t_method.append(time.perf_counter() - t0)
+                evals = e.meta["gradient_evaluations"] / len(xx)
+                for p in mdl.parameters():
+                    p.requires_grad_(False)
+                t0 = time.perf_counter()
+                plain_passes(mdl, tuple(xx.shape[1:]), chunks.grad, chunks.fwd)
+                t_plain.append(time.perf_counter() - t0)
+            tm, tp = statistics.median(t_method), statistics.median(t_plain)
+            lines.append(f"| {model_name} | {name} | {bs} | {evals:.1f} | {tm:.2f} | {tp:.2f} | {tm / tp:.3f} | "
+                         f"{tm / len(xx):.2f} |")
+            log(f"  overhead {model_name} {name}: {tm / tp:.3f}")
+    lines.append("")
+    return lines
+
+
 def ablation(n_images: int, out: Path, command: str) -> None:
     """Which SAMP path drives the deletion / insertion scores on digits (same metric settings as the table)."""
     suite = px.data.load_suite("digits", n_images=n_images, seed=0)
@@ -140,6 +176,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--skip-table", action="store_true")
+    parser.add_argument("--overhead-photos", type=int, default=2)
+    parser.add_argument("--overhead-only", action="store_true",
+                        help="only the overhead section (replaces it in samp.md)")
     parser.add_argument("--ablation", action="store_true",
                         help="only the digits ablation of SAMP's direction and score (appended to samp.md)")
     args = parser.parse_args()
@@ -157,6 +196,20 @@ def main() -> None:
     command = "python " + " ".join(sys.argv)
     if args.ablation:
         ablation(args.digits, out, command)
+        return
+    if args.overhead_only:
+        suite = px.data.load_suite("digits", n_images=16, seed=0)
+        x, labels, _ = suite.batch()
+        section = overhead(suite.model(), x, labels, args.repeats, args.overhead_photos,
+                           lambda m: print(m, flush=True))
+        section.insert(3, f"Command: `{command}`")
+        section.insert(4, "")
+        md = out / "samp.md"
+        text = md.read_text() if md.exists() else ""
+        before, _, after = text.partition("## Overhead of the greedy loop")
+        rest = after[after.find("\n## "):] if "\n## " in after else ""
+        md.write_text(before + "\n".join(section) + "\n" + rest)
+        print("\n".join(section))
         return
     lines += ["# SAMP / SAMP++ (issue 6)", "", f"Command: `{command}`", "",
               f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores (shared with other jobs), torch "
@@ -252,36 +305,7 @@ def main() -> None:
         lines.append(f"| {name} | " + " | ".join(f"{float(v):.3f}" for v in c) + " |")
     lines.append("")
 
-    # ---------------------------------------------------------------- overhead
-    lines += ["## Overhead of the greedy loop", "",
-              "Time of the method ÷ time of the same forward+backward (and forward-only) passes, replayed in the "
-              "same chunk sizes on fixed inputs, in the same process, interleaved, median of "
-              f"{args.repeats} repeats.", "", "| model | method | batch | grad evals / image | method s | plain s | "
-              "ratio | s / image |", "|---|---|---|---|---|---|---|---|"]
-    photo_suite = px.data.load_suite("photos", n_images=2, seed=0)
-    setups = [("digits-cnn", model, x[:16], labels[:16], 64), ("efficientnet-lite0", photo_suite.model(),
-                                                                  photo_suite.batch()[0], photo_suite.batch()[1], 8)]
-    for model_name, mdl, xx, yy, bs in setups:
-        for name in ("samp", "samp++"):
-            t_method, t_plain = [], []
-            evals = 0
-            for _ in range(args.repeats):
-                method = px.get_method(name)(mdl, batch_size=bs, progress=False)
-                chunks = ChunkLog(method.evaluator)
-                t0 = time.perf_counter()
-                e = method.explain(xx, yy)
-                t_method.append(time.perf_counter() - t0)
-                evals = e.meta["gradient_evaluations"] / len(xx)
-                for p in mdl.parameters():
-                    p.requires_grad_(False)
-                t0 = time.perf_counter()
-                plain_passes(mdl, tuple(xx.shape[1:]), chunks.grad, chunks.fwd)
-                t_plain.append(time.perf_counter() - t0)
-            tm, tp = statistics.median(t_method), statistics.median(t_plain)
-            lines.append(f"| {model_name} | {name} | {bs} | {evals:.1f} | {tm:.2f} | {tp:.2f} | {tm / tp:.3f} | "
-                         f"{tm / len(xx):.2f} |")
-            log(f"  overhead {model_name} {name}: {tm / tp:.3f}")
-    lines.append("")
+    lines += overhead(model, x, labels, args.repeats, args.overhead_photos, log)
     (out / "samp.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
