@@ -55,6 +55,21 @@ def test_overhead_ratio_counts_the_same_passes(digits_model, digit_batch):
     r = bench.overhead_ratio("ig", digits_model, x[:1], y[:1], repeats=1, batch_size=4, n_steps=8)
     assert r.gradient_evaluations == 8 and r.forward_evaluations == 0 and r.chunk_size == 4
     assert r.seconds > 0 and r.reference_seconds > 0 and r.ratio > 0
+    assert r.reference_chunks[0] == 0 and r.reference_chunks[1] in bench.CHUNK_CANDIDATES
+
+
+def test_fastest_chunk_is_a_candidate_and_cached(digits_model, digit_batch):
+    x, _ = digit_batch
+    calls = []
+
+    def model(batch):
+        calls.append(len(batch))
+        return digits_model(batch)
+
+    c = bench.fastest_chunk(model, x[:1], False, candidates=(1, 4), samples=4, repeats=1)
+    assert c in (1, 4) and sorted(set(calls)) == [1, 4] and len(calls) == 4 + 1
+    assert bench.fastest_chunk(model, x[:1], False, candidates=(1, 4), samples=4, repeats=1) == c
+    assert len(calls) == 5                                   # cached: no new passes
 
 
 def test_peak_rss_sees_a_large_allocation():

@@ -217,8 +217,10 @@ def test_variance_reduced_sampling_stays_unbiased_and_is_more_accurate(sampling)
     x = torch.rand(1, 1, 4, 4, generator=torch.Generator().manual_seed(3)) + 0.2
     exact = exact_toy_importance(enc, x)
     seeds, n = 30, 128
-    runs = {s: torch.stack([px.get_method("relax")(enc, n_masks=n, grid=2, batch_size=1000, seed=k, sampling=s)
-                            .explain(x).attribution[0, 0].double() for k in range(seeds)])
+    # the sampling alone: the control variate is tested below
+    runs = {s: torch.stack([px.get_method("relax")(enc, n_masks=n, grid=2, batch_size=1000, seed=k, sampling=s,
+                                                   control_variate=False).explain(x).attribution[0, 0].double()
+                            for k in range(seeds)])
             for s in ("iid", sampling)}
     vr = runs[sampling]
     assert ((vr.mean(0) - exact).abs() <= 4.5 * vr.std(0) / math.sqrt(seeds) + 1e-9).all()
@@ -236,6 +238,16 @@ def test_control_variate_is_unbiased_and_more_accurate():
     est = runs[True]
     assert ((est.mean(0) - exact).abs() <= 4.5 * est.std(0) / math.sqrt(seeds) + 1e-9).all()
     assert (est - exact).pow(2).mean() < 0.5 * (runs[False] - exact).pow(2).mean()
+
+
+def test_control_variate_auto_needs_enough_masks_per_coefficient():
+    enc = ToyEncoder()
+    assert not px.get_method("relax")(enc, n_masks=64).uses_control_variate(49)     # 64 masks, 50 coefficients
+    assert px.get_method("relax")(enc).uses_control_variate(49)                      # the paper's 3000
+    assert not px.get_method("relax")(enc, estimator="weighted").uses_control_variate(49)
+    assert px.get_method("relax")(enc, n_masks=64, control_variate=True).uses_control_variate(49)
+    with pytest.raises(TypeError, match="control_variate"):
+        px.get_method("relax")(enc, control_variate="yes")
 
 
 def test_expected_cell_weights_enumerate_the_shifts():

@@ -158,35 +158,48 @@ def test_bad_data_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
 
     data = tmp_path / "images"
     data.mkdir()
-    _digit_png(0).convert("RGB").save(data / "good.png")
-    _digit_png(1).save(data / "grey.png")                              # mode L
+    _digit_png(0).save(data / "good.png")                              # mode L: what the grey model takes
+    _digit_png(1).convert("RGB").save(data / "colour.png")             # mode RGB for a 1-channel model
     _digit_png(2).convert("RGBA").save(data / "rgba.png")              # mode RGBA
     full = (data / "good.png").read_bytes()
-    _digit_png(3).convert("RGB").save(data / "tmp.png")
+    _digit_png(3).save(data / "tmp.png")
     (data / "truncated.png").write_bytes((data / "tmp.png").read_bytes()[: len(full) // 2])
     (data / "tmp.png").unlink()
     (data / "garbage.png").write_bytes(b"this is not an image")
-    (data / "labels.csv").write_text("file,label,x0,y0,x1,y1\ngood.png,7,4,4,24,24\ngrey.png,2,,,,\n"
+    (data / "labels.csv").write_text("file,label,x0,y0,x1,y1\ngood.png,7,4,4,24,24\ncolour.png,2,,,,\n"
                                      "missing.png,1,0,0,5,5\n")
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", str(data), "--model", "digits-cnn", "--out", str(out), "--methods",
-                                      "gradcam", "--steps", "5", "--no-progress"])
+    args = ["run", str(data), "--model", "digits-cnn", "--methods", "gradcam", "--steps", "5", "--no-progress"]
+    result = CliRunner().invoke(app, args + ["--out", str(out)])
     assert result.exit_code == 0, result.output
     table = px.load_run(out)
     status = {r["item"]: r for r in table}
     assert {k: v["status"] for k, v in status.items()} == {
-        "good.png": "done", "grey.png": "done", "rgba.png": "done",
+        "good.png": "done", "colour.png": "failed", "rgba.png": "failed",
         "truncated.png": "failed", "garbage.png": "failed", "missing.png": "failed"}
     assert "missing.png, which does not exist" in status["missing.png"]["error"]
     assert "cannot read image" in status["truncated.png"]["error"]
     assert "cannot read image" in status["garbage.png"]["error"]
-    assert "mode RGBA" in status["rgba.png"]["note"] and "mode L" in status["grey.png"]["note"]
+    assert "mode RGBA" in status["rgba.png"]["error"] and "--convert-modes" in status["rgba.png"]["error"]
+    assert "mode RGB does not match the model's 1-channel input" in status["colour.png"]["error"]
     assert status["good.png"]["label"] == 7 and status["good.png"]["target"] == 7
     assert status["good.png"]["pointing"] in (0.0, 1.0)                # boxes from the CSV give a pointing score
-    assert status["rgba.png"]["pointing"] is None                      # no box, no pointing score
     summary = json.loads((out / "summary.json").read_text())
-    assert sorted(f["item"] for f in summary["failed"]) == ["garbage.png", "missing.png", "truncated.png"]
+    assert sorted(f["item"] for f in summary["failed"]) == ["colour.png", "garbage.png", "missing.png", "rgba.png",
+                                                           "truncated.png"]
     assert "missing.png" in result.output and "failed" in result.output
+
+    # opting in converts the mismatched modes and notes it; resuming the strict run with it is refused
+    result = CliRunner().invoke(app, args + ["--out", str(out), "--convert-modes"])
+    assert result.exit_code != 0 and "convert_modes" in result.output
+    converted = tmp_path / "converted"
+    result = CliRunner().invoke(app, args + ["--out", str(converted), "--convert-modes"])
+    assert result.exit_code == 0, result.output
+    status = {r["item"]: r for r in px.load_run(converted)}
+    assert status["rgba.png"]["status"] == "done" and status["colour.png"]["status"] == "done"
+    assert "mode RGBA" in status["rgba.png"]["note"] and "mode RGB" in status["colour.png"]["note"]
+    assert status["rgba.png"]["pointing"] is None                      # no box, no pointing score
+    assert status["truncated.png"]["status"] == "failed"
 
 
 @pytest.mark.slow

@@ -280,6 +280,9 @@ def run_cmd(
     shard_size: int = typer.Option(4, "--shard-size", help="Items per scheduled unit of work."),
     seed: int = typer.Option(0, "--seed", help="Seed of the suite and of stochastic methods."),
     param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p ig.n_steps=16."),
+    convert_modes: bool = typer.Option(False, "--convert-modes",
+                                       help="Convert images whose mode does not fit the model (grey/RGBA/palette "
+                                            "for an RGB model) instead of recording them as failed."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar."),
 ) -> None:
     """Explain a whole data set into a resumable store (killed runs resume where they stopped)."""
@@ -290,7 +293,8 @@ def run_cmd(
     try:
         table = run(data, names, out=out, model=model, metrics=metric_names, engine=engine, workers=workers,
                     ray_address=ray_address, labels=labels, n_images=n_images, seed=seed, batch_size=batch_size,
-                    steps=steps, shard_size=shard_size, method_params=_method_params(param), progress=progress)
+                    steps=steps, shard_size=shard_size, method_params=_method_params(param),
+                    convert_modes=convert_modes, progress=progress)
     except (ValueError, FileNotFoundError) as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(format_summary(table))

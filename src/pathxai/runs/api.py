@@ -16,7 +16,7 @@ from .work import RUN_METRICS, finite_or_none, plan_items
 
 # configuration keys that change results: a resumed run must agree on them
 RESULT_KEYS = ("data", "model", "methods", "method_params", "metrics", "steps", "seed", "batch_size",
-               "threads_per_worker")
+               "threads_per_worker", "convert_modes")
 
 
 @dataclass
@@ -90,7 +90,7 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
         ray_address: str | None = None, labels: str | Path | None = None, n_images: int | None = None,
         seed: int = 0, batch_size: int = 16, steps: int = 20, shard_size: int = 4,
         method_params: dict[str, dict[str, Any]] | None = None, threads_per_worker: int = 1,
-        progress: bool | None = None) -> RunTable:
+        convert_modes: bool = False, progress: bool | None = None) -> RunTable:
     """Explain every item of DATA with every method, score it, and commit each result to the store in ``out``.
 
     Running again with the same ``out`` resumes: finished (item, method) pairs are skipped, failed ones retried,
@@ -108,6 +108,9 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
         steps: points of the insertion/deletion curves. shard_size: items per unit of scheduled work (lowered
             when there would be fewer than two shards per worker).
         threads_per_worker: torch threads per worker (fixed so that every engine computes the same bytes).
+        convert_modes: convert image files whose mode does not match the model's channels (grey, palette, RGBA
+            for an RGB model; colour for a grey model) and note it; by default such an item is recorded as failed
+            with the reason.
     Returns:
         the :class:`RunTable` of the whole run (also ``summary.json`` in ``out``).
     """
@@ -132,11 +135,13 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
     config = {"data": desc, "model": str(model_name), "methods": methods,
               "method_params": {k: v for k, v in (method_params or {}).items() if k in methods},
               "metrics": list(metrics), "steps": steps, "seed": seed, "batch_size": batch_size,
-              "threads_per_worker": threads_per_worker, "pathxai_run_format": 1}
+              "threads_per_worker": threads_per_worker, "convert_modes": bool(convert_modes),
+              "pathxai_run_format": 1}
     store = RunStore(out)
     try:
         previous = store.read_config()
         if previous is not None:
+            previous.setdefault("convert_modes", False)   # runs written before the option existed
             diff = [k for k in RESULT_KEYS if json.dumps(previous.get(k), sort_keys=True)
                     != json.dumps(json.loads(json.dumps(config[k])), sort_keys=True)]
             if diff:

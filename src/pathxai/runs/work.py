@@ -134,17 +134,32 @@ def _read_labels(path: Path) -> dict[str, tuple[int | None, list[tuple[int, int,
 # the worker
 
 
-def read_image_file(path: str) -> tuple[np.ndarray, str | None]:
-    """Decode an image fully (a truncated file raises); returns (H, W, 3) uint8 and a note when it was converted
-    from another mode (grey, palette, RGBA: the alpha channel is dropped)."""
+def read_image_file(path: str, channels: int, convert_modes: bool = False) -> tuple[np.ndarray, str | None]:
+    """Decode an image fully (a truncated file raises) for a model with ``channels`` input channels.
+
+    Returns (H, W, 3) uint8 for ``channels == 3`` or (H, W) uint8 for ``channels == 1``, and a note when the file
+    was converted. A file whose mode does not match (grey or palette for an RGB model, RGBA, RGB for a grey model)
+    raises ``ValueError`` naming the mode, unless ``convert_modes`` is set: silently dropping an alpha channel or
+    inventing colour changes what the model sees, so converting is the user's decision.
+    """
     from PIL import Image
 
+    expected = {1: "L", 3: "RGB"}.get(channels)
+    if expected is None:
+        raise ValueError(f"image files need a model with 1 or 3 input channels, got {channels}")
     with Image.open(path) as img:
         img.load()
         mode = img.mode
-        arr = np.asarray(img.convert("RGB"))
-    note = None if mode == "RGB" else f"converted from PIL mode {mode} to RGB"
+        if mode != expected and not convert_modes:
+            raise ValueError(f"image mode {mode} does not match the model's {channels}-channel input (mode "
+                             f"{expected}); pass convert_modes=True (--convert-modes) to convert it")
+        arr = np.asarray(img.convert(expected))
+    note = None if mode == expected else f"converted from PIL mode {mode} to {expected}"
     return arr, note
+
+
+class BadItem(Exception):
+    """An item that was read but cannot be explained as it is (the reason is the message)."""
 
 
 class Worker:
@@ -171,7 +186,11 @@ class Worker:
             return torch.from_numpy(item.image).unsqueeze(0), mask, {}
         from ..models import image_to_tensor
 
-        arr, note = read_image_file(str(item.source))
+        channels = int(getattr(self.model, "input_shape", (3,))[0])
+        try:
+            arr, note = read_image_file(str(item.source), channels, bool(self.config.get("convert_modes", False)))
+        except ValueError as err:   # a mode mismatch is a bad item with a reason, not a crash
+            raise BadItem(str(err)) from None
         x = self.model.preprocess(arr) if hasattr(self.model, "preprocess") else image_to_tensor(arr)
         mask = None
         if item.boxes:
@@ -191,6 +210,9 @@ class Worker:
                 continue
             try:
                 x, mask, info = self._load(item)
+            except BadItem as err:
+                out += [ResultRecord(item.item_id, m, "failed", error=str(err)) for m in methods]
+                continue
             except Exception as err:  # noqa: BLE001 - any unreadable input is recorded, the run goes on
                 reason = f"cannot read image {item.source}: {type(err).__name__}: {err}"
                 out += [ResultRecord(item.item_id, m, "failed", error=reason) for m in methods]
