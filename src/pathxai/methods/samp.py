@@ -333,12 +333,14 @@ class SAMP(Method):
             dx_sub = torch.gather(dx, 1, elem) * elem_valid                            # (A, E), 0 on padding
 
             # --- bookkeeping of the order
-            for r, row in enumerate(active.tolist()):
-                groups = order[r, : int(n_valid[r])]
-                feature_step[row, groups] = k
-                rank_in_order[row, groups] = moved_so_far[row] + torch.arange(groups.numel())
-                moved_so_far[row] += groups.numel()
-                remaining[row, groups] = False
+            # (valid entries are a prefix of each row of `order`: the -inf of moved groups sort last)
+            rows = active.unsqueeze(1).expand_as(order)[valid]
+            cols = order[valid]
+            feature_step[rows, cols] = k
+            rank_in_order[rows, cols] = (moved_so_far[active].unsqueeze(1)
+                                         + torch.arange(order.shape[1]).unsqueeze(0))[valid]
+            moved_so_far[active] += n_valid
+            remaining[rows, cols] = False
 
             # --- credit the macro step
             f_next, grad_next, extra_evals = self._credit_segment(
