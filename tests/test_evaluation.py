@@ -83,10 +83,14 @@ def test_peak_rss_sees_a_large_allocation():
     assert large.peak >= 48 * 2**20 > small.peak
 
 
-def test_memory_growth_of_a_streaming_method_is_flat(digits_model, digit_batch):
+def test_memory_growth_is_flat_when_streaming_and_caught_when_not(digits_model, digit_batch):
     x, y = digit_batch
-    r = bench.memory_growth("rise", digits_model, x[:1], y[:1], base=20, batch_size=4)
-    assert r is not None and r.values == (20, 200)
-    # streaming: 10x the masks must not cost 10x the memory (allocator noise allowed: 4 MiB)
-    assert r.peak_bytes[1] <= 2 * r.peak_bytes[0] + 4 * 2**20
+    r = bench.memory_growth("rise", digits_model, x[:1], y[:1], base=200, batch_size=4)
+    assert r is not None and r.values == (200, 2000)
+    # streaming: 10x the masks must not cost 10x the memory (allocator noise allowed: 8 MiB)
+    assert r.peak_bytes[1] <= r.peak_bytes[0] + 8 * 2**20
+    # the harness must see growth where there is some: IG with every step in one batch holds all activations
+    unbounded = bench.memory_growth("ig", digits_model, x[:1], y[:1], base=100, batch_size=100_000)
+    assert unbounded is not None
+    assert unbounded.peak_bytes[1] > unbounded.peak_bytes[0] + 64 * 2**20
     assert bench.memory_growth("gradcam", digits_model, x[:1], y[:1]) is None

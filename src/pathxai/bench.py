@@ -7,11 +7,13 @@ Speed is reported as a ratio against a reference measured in the same process, i
   (forward-only and forward+backward, as the method's ``meta`` counts them) at the fastest chunk size for the model
   (swept once per model and mode), on the same input shape. 1.0 is the physical limit; anything above is the method's own work (masks, projections, bookkeeping).
 - **memory growth**: peak resident memory above the starting point while the method runs with its cost parameter
-  (``Method.cost_param``: steps, samples, masks) at 1x and 10x. Streaming methods stay flat.
+  (``Method.cost_param``: steps, samples, masks) at 1x and 10x, each in a fresh process (a warm allocator would
+  hide growth). Streaming methods stay flat.
 """
 from __future__ import annotations
 
 import gc
+import math
 import os
 import statistics
 import threading
@@ -75,27 +77,27 @@ def plain_passes(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 
 
 CHUNK_CANDIDATES = (1, 2, 4, 8, 16, 32)
-_FASTEST: dict[tuple[int, tuple[int, ...], bool], int] = {}
+_FASTEST: dict[tuple[int, tuple[int, ...], bool, tuple[int, ...]], int] = {}
 
 
 def fastest_chunk(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, gradient: bool, *,
-                  candidates: Sequence[int] = CHUNK_CANDIDATES, samples: int = 32, repeats: int = 2) -> int:
+                  candidates: Sequence[int] = CHUNK_CANDIDATES, samples: int = 32, repeats: int = 3) -> int:
     """The chunk size with the lowest time per sample for plain passes of inputs shaped like ``x[:1]`` (inference
     forward, or forward+backward when ``gradient``): the reference chunk of the overhead ratio, so a method that
-    picks a slow chunk size pays for it. ``samples`` evaluations per candidate (at least one chunk), best of
-    ``repeats``; cached per model, input shape and mode for the process.
+    picks a slow chunk size pays for it. ``samples`` evaluations per candidate (at least one chunk); the candidates
+    are timed round-robin ``repeats`` times (so a burst of load on a shared machine hits them all) and each keeps
+    its best time. Cached per model, input shape, mode and candidates for the process.
     """
-    key = (id(model), tuple(x.shape[1:]), gradient)
+    cands = tuple(sorted({int(c) for c in candidates}))
+    key = (id(model), tuple(x.shape[1:]), gradient, cands)
     if key not in _FASTEST:
-        per_sample = {}
-        for c in candidates:
-            n = max(samples, c)
-            times = []
-            for _ in range(repeats):
+        per_sample = {c: math.inf for c in cands}
+        for _ in range(repeats):
+            for c in cands:
+                n = max(samples, c)
                 t0 = time.perf_counter()
                 plain_passes(model, x, 0 if gradient else n, n if gradient else 0, c)
-                times.append((time.perf_counter() - t0) / n)
-            per_sample[c] = min(times)
+                per_sample[c] = min(per_sample[c], (time.perf_counter() - t0) / n)
         _FASTEST[key] = min(per_sample, key=per_sample.__getitem__)
     return _FASTEST[key]
 
@@ -130,8 +132,10 @@ def overhead_ratio(name: str, model: Callable[[torch.Tensor], torch.Tensor], x: 
     warm = method.explain(x, target)
     chunk = max(warm.meta["chunk_sizes"]) if warm.meta["chunk_sizes"] else 1
     n_fwd, n_grad = warm.meta["forward_evaluations"], warm.meta["gradient_evaluations"]
-    fwd_chunk = reference_chunk or (fastest_chunk(model, x, False) if n_fwd else 1)
-    grad_chunk = reference_chunk or (fastest_chunk(model, x, True) if n_grad else 1)
+    # the method's own chunk sizes are candidates too: the reference is never slower than replaying its choice
+    cands = sorted(set(CHUNK_CANDIDATES) | set(warm.meta["chunk_sizes"]))
+    fwd_chunk = reference_chunk or (fastest_chunk(model, x, False, candidates=cands) if n_fwd else 1)
+    grad_chunk = reference_chunk or (fastest_chunk(model, x, True, candidates=cands) if n_grad else 1)
     ours, ref = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -157,22 +161,44 @@ class MemoryResult:
         return self.peak_bytes[1] / max(self.peak_bytes[0], 1)
 
 
+def _peak_of_one_explanation(name: str, model: Any, x: torch.Tensor, target: Any, batch_size: int | str,
+                             params: dict[str, Any]) -> int:
+    """Peak RSS growth (bytes) while the method explains once, measured in this process (run it in a fresh one:
+    see :func:`memory_growth`)."""
+    method = get_method(name)(model, batch_size=batch_size, progress=False, **params)
+    with PeakRSS() as rss:
+        method.explain(x, target)
+    return rss.peak
+
+
 def memory_growth(name: str, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: Any = None,
                   *, base: int | None = None, batch_size: int | str = 4, **params: Any) -> MemoryResult | None:
-    """Peak RSS growth with the method's cost parameter at ``base`` and ``10 * base``; ``None`` if it has none."""
+    """Peak RSS growth with the method's cost parameter at ``base`` and ``10 * base``; ``None`` if it has none.
+
+    Each value is measured in a fresh (spawned) process: in a warm process the allocator reuses pages a previous
+    run left resident, which hides growth. The model, inputs and parameters are pickled to the child, so they must
+    be picklable (bundled models are). One explanation per value; its peak includes one-time lazy initialisation
+    (the same at both values).
+    """
+    import multiprocessing
+
     cls = get_method(name)
     param = getattr(cls, "cost_param", None)
     if param is None:
         return None
     if base is None:
         base = int(params.pop(param, None) or 20)
+    params.pop(param, None)
     peaks = []
+    ctx = multiprocessing.get_context("spawn")
     for value in (base, 10 * base):
-        method = cls(model, batch_size=batch_size, progress=False, **{**params, param: value})
-        method.explain(x, target)  # warm: allocator pools, auto chunk size
-        with PeakRSS() as rss:
-            method.explain(x, target)
-        peaks.append(rss.peak)
+        pool = ctx.Pool(1)
+        try:
+            peaks.append(pool.apply(_peak_of_one_explanation,
+                                    (name, model, x, target, batch_size, {**params, param: value})))
+        finally:   # apply() has returned or raised: the worker is idle, so a clean shutdown never waits
+            pool.close()
+            pool.join()
     return MemoryResult(name, param, (base, 10 * base), (peaks[0], peaks[1]))
 
 
