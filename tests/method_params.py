@@ -20,6 +20,7 @@ FAST_PARAMS: dict[str, dict] = {
     "rep_smooth_saliency": {"n_samples": 4},
     "sift_ablation_path": {"n_steps": 4, "min_iterations": 1, "max_iterations": 2},
     "sift_rise": {"n_masks": 16},
+    "sift_relax": {"n_masks": 16},
     "fi": {"n_samples": 4},
     "lime": {"n_samples": 16},
     "kernel_shap": {"n_samples": 16},

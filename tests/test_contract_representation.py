@@ -19,10 +19,11 @@ from pathxai.models.encoders import digits_cnn_features
 
 REPRESENTATION_METHODS = [name for name in px.list_methods() if not px.get_method(name).needs_target]
 TOKEN_METHODS = [name for name in REPRESENTATION_METHODS if 3 in px.get_method(name).input_ndim]
-# methods whose result for one image does not depend on the other images of the batch (deterministic ones, and RELAX,
-# whose masks are shared by all images; SmoothGrad's noise is drawn per position in the batch)
+# methods whose result for one image does not depend on the other images of the batch (deterministic ones, RELAX,
+# whose masks are shared by all images, and SIFT-RELAX, whose gains depend on the mask index only; SmoothGrad's noise
+# is drawn per position in the batch)
 BATCH_INDEPENDENT = [name for name in REPRESENTATION_METHODS
-                     if not px.get_method(name).stochastic or name in ("relax", "u_relax")]
+                     if not px.get_method(name).stochastic or name in ("relax", "u_relax", "sift_relax")]
 
 
 @pytest.fixture(autouse=True, scope="module")

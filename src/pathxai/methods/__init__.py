@@ -17,7 +17,7 @@ from .captum_perturbation import KernelShap, Lime
 from .energy_occlusion import EnergyOcclusion
 from .l2x import L2X
 from .sointer import SOInter
-from .sift_ablation import SiftAblationPath, SiftRISE
+from .sift_ablation import SiftAblationPath, SiftRELAX, SiftRISE
 
 __all__ = ["GradCAM", "GradientXInput", "IntegratedGradients", "Occlusion", "RISE", "Saliency", "SmoothGrad",
            "SmoothGradSquared", "VarGrad", "quadrature", "rise_masks",

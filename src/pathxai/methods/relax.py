@@ -250,8 +250,85 @@ def resolve_similarity(similarity: SimilarityLike) -> Callable[[torch.Tensor, to
                      f"got {similarity!r}")
 
 
+def masked_similarities(similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], h: torch.Tensor,
+                        out: Any) -> torch.Tensor:
+    """s(h_n, h̄_n) for one chunk of masked inputs, checked: ``h`` (n, D) float64 representations of the unmasked
+    inputs, ``out`` the model output for the masked ones (n, ...) -> (n,) float64."""
+    out = check_model_output(out, h.shape[0]).flatten(1).to(torch.float64)
+    if out.shape[1] != h.shape[1]:
+        raise ValueError(f"model output must have the same size for masked and unmasked inputs: "
+                         f"{h.shape[1]} vs {out.shape[1]}")
+    sims = similarity(h, out)
+    if not isinstance(sims, torch.Tensor) or sims.shape != (h.shape[0],):
+        raise ValueError(f"similarity must return shape ({h.shape[0]},) for representations of shape "
+                         f"{tuple(out.shape)}, got {getattr(sims, 'shape', type(sims).__name__)}")
+    if not torch.isfinite(sims).all():
+        raise ValueError("similarity returned NaN/Inf values")
+    return sims.to(torch.float64)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # streaming statistics
+
+
+class BlockStream:
+    """Masks in aligned blocks of ``BLOCK``: made on demand, their scores collected as model outputs arrive, and
+    each block handed out once all its scores are in, in mask order.
+
+    Accumulating whole aligned blocks (never model chunks) is what makes the streamed statistics independent of
+    ``batch_size``; only the blocks in flight are kept (items arrive in order, so at most two are open).
+
+    Args:
+        n_images: images scored with every mask.
+        n_masks: masks in all.
+        make: mask indices (k,) -> a tuple of tensors with k rows each (e.g. masks and the cells they came from).
+    """
+
+    def __init__(self, n_images: int, n_masks: int,
+                 make: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]) -> None:
+        self.n_images, self.n_masks, self.make = n_images, n_masks, make
+        self._data: dict[int, tuple[torch.Tensor, ...]] = {}
+        self._scores: dict[int, torch.Tensor] = {}
+
+    def _index(self, b: int) -> torch.Tensor:
+        return torch.arange(b * BLOCK, min((b + 1) * BLOCK, self.n_masks))
+
+    def data(self, b: int) -> tuple[torch.Tensor, ...]:
+        """The tensors of block ``b`` (made once, kept until the block is handed out)."""
+        if b not in self._data:
+            self._data[b] = self.make(self._index(b))
+        return self._data[b]
+
+    def rows(self, index: torch.Tensor, part: int = 0) -> torch.Tensor:
+        """Rows ``index`` (k,) (increasing) of tensor ``part`` of the blocks: (k, ...)."""
+        blk = index // BLOCK
+        first, last = int(blk[0]), int(blk[-1])
+        if first == last:
+            return self.data(first)[part][index - first * BLOCK]
+        return torch.cat([self.data(b)[part][index[blk == b] - b * BLOCK] for b in range(first, last + 1)])
+
+    def add(self, image: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor
+            ) -> list[tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]]:
+        """Record ``scores`` (k,) of (``image`` (k,), ``mask`` (k,)) pairs and return the blocks completed so far as
+        ``(mask indices (m,), block tensors, scores (n_images, m) float64)``, in order (each exactly once)."""
+        blk = mask // BLOCK
+        for b in torch.unique(blk).tolist():
+            size = min(BLOCK, self.n_masks - b * BLOCK)
+            buf = self._scores.setdefault(b, torch.full((self.n_images, size), float("nan"), dtype=torch.float64))
+            sel = blk == b
+            buf[image[sel], mask[sel] - b * BLOCK] = scores[sel].to(torch.float64)
+        done = []
+        for b in sorted(self._scores):
+            if torch.isnan(self._scores[b]).any():  # scores are checked finite: NaN means "not evaluated yet"
+                break
+            done.append((self._index(b), self.data(b), self._scores.pop(b)))
+            self._data.pop(b, None)
+        return done
+
+    def close(self) -> None:
+        """Raise if some mask was never scored."""
+        if self._scores:  # pragma: no cover - every item was evaluated
+            raise RuntimeError("internal error: some masks were not evaluated")
 
 
 class MaskedMoments:
@@ -553,69 +630,24 @@ class RELAX(Method):
         group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
         cv = CellControlVariate(n, n_cells, n_pix, group) if self.uses_control_variate(n_cells) else None
         sim_sum = torch.zeros(n, dtype=torch.float64)
-        blocks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        pending: dict[int, torch.Tensor] = {}
-
-        def block_data(b: int) -> tuple[torch.Tensor, torch.Tensor]:
-            if b not in blocks:
-                idx = torch.arange(b * BLOCK, min((b + 1) * BLOCK, self.n_masks))
-                blocks[b] = masks_and_cells(idx, self.seed, spatial, self.grid, self.p, self.sampling, self.stratum)
-            return blocks[b]
-
-        def block_masks(b: int) -> torch.Tensor:
-            return block_data(b)[0]
-
-        def masks_of(mask_idx: torch.Tensor) -> torch.Tensor:
-            first, last = int(mask_idx[0]) // BLOCK, int(mask_idx[-1]) // BLOCK   # indices are increasing
-            if first == last:
-                return block_masks(first)[mask_idx - first * BLOCK]
-            out = torch.empty(len(mask_idx), *spatial)
-            blk = mask_idx // BLOCK
-            for b in range(first, last + 1):
-                sel = blk == b
-                out[sel] = block_masks(b)[mask_idx[sel] - b * BLOCK]
-            return out
+        stream = BlockStream(n, self.n_masks, lambda idx: masks_and_cells(idx, self.seed, spatial, self.grid, self.p,
+                                                                          self.sampling, self.stratum))
 
         def build(items: torch.Tensor) -> torch.Tensor:
-            m = masks_of(items // n).to(x.dtype)
+            m = stream.rows(items // n).to(x.dtype)
             m = m.unsqueeze(1) if x.ndim == 4 else m.unsqueeze(-1)   # (k, 1, H, W) or (k, L, 1)
             xs = x[items % n]
             return xs * m if base is None else xs * m + base * (1 - m)
 
         for items, out in item_outputs(self.evaluator, self.n_masks * n, build, sample_shape=x.shape[1:],
                                        desc=self.name):
-            out = check_model_output(out, len(items)).flatten(1).to(torch.float64)
-            img = items % n
-            if out.shape[1] != h.shape[1]:
-                raise ValueError(f"model output must have the same size for masked and unmasked inputs: "
-                                 f"{h.shape[1]} vs {out.shape[1]}")
-            sims = self._similarity(h[img], out)
-            if not isinstance(sims, torch.Tensor) or sims.shape != (len(items),):
-                raise ValueError(f"similarity must return shape ({len(items)},) for representations of shape "
-                                 f"{tuple(out.shape)}, got {getattr(sims, 'shape', type(sims).__name__)}")
-            if not torch.isfinite(sims).all():
-                raise ValueError("similarity returned NaN/Inf values")
-            mask_idx = items // n
-            for b in torch.unique(mask_idx // BLOCK).tolist():
-                size = min(BLOCK, self.n_masks - b * BLOCK)
-                buf = pending.setdefault(b, torch.full((n, size), float("nan"), dtype=torch.float64))
-                sel = (mask_idx // BLOCK) == b
-                buf[img[sel], mask_idx[sel] - b * BLOCK] = sims[sel].to(torch.float64)
-            # merge completed blocks in order (items come in order, so at most two blocks are open)
-            for b in sorted(pending):
-                buf = pending[b]
-                if torch.isnan(buf).any():
-                    break
-                masks_b, cells_b = block_data(b)
-                moments.add_block(masks_b.reshape(buf.shape[1], n_pix), buf)
+            sims = masked_similarities(self._similarity, h[items % n], out)
+            for idx, (masks_b, cells_b), buf in stream.add(items % n, items // n, sims):
+                moments.add_block(masks_b.reshape(len(idx), n_pix), buf)
                 if cv is not None:
-                    cv.add_block(torch.arange(b * BLOCK, b * BLOCK + buf.shape[1]), cells_b,
-                                 masks_b.reshape(buf.shape[1], n_pix), buf)
+                    cv.add_block(idx, cells_b, masks_b.reshape(len(idx), n_pix), buf)
                 sim_sum += buf.sum(1)
-                del pending[b]
-                blocks.pop(b, None)
-        if pending:  # pragma: no cover - every item was evaluated
-            raise RuntimeError("internal error: some masks were not evaluated")
+        stream.close()
         return moments, h, sim_sum / self.n_masks, cv
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -667,6 +699,6 @@ class URELAX(RELAX):
         return filtered, {**extras, "importance": importance, "threshold": eps}
 
 
-__all__ = ["RELAX", "URELAX", "CellControlVariate", "MaskedMoments", "cosine_similarity", "expected_cell_weights",
-           "masks_and_cells", "dot_similarity", "error_bound", "masks_needed",
-           "relax_masks", "resolve_similarity", "u_relax"]
+__all__ = ["RELAX", "URELAX", "BlockStream", "CellControlVariate", "MaskedMoments", "cosine_similarity",
+           "expected_cell_weights", "masks_and_cells", "masked_similarities", "dot_similarity", "error_bound",
+           "masks_needed", "relax_masks", "resolve_similarity", "u_relax"]
