@@ -1,7 +1,9 @@
 """LIME and Kernel SHAP through Captum (``captum.attr.Lime`` / ``captum.attr.KernelShap``), under pathxai's contract.
 
 Interpretable features: square patches of a ``grid`` x ``grid`` partition spanning all channels for images
-(N, C, H, W), every feature for vectors (N, D). Each sample draws its perturbations from its own seeded generator
+(N, C, H, W), every token for sequences (N, L, D), every feature for vectors (N, D); or any feature groups given as a
+``groups`` index tensor of the per-sample input shape (:mod:`pathxai.structured.groups`), in which case the
+attribution is one value per group, (N, G). Each sample draws its perturbations from its own seeded generator
 (Captum samples from torch's global RNG, so each sample runs inside ``torch.random.fork_rng()`` seeded from
 ``item_seed(seed, name, sample)``); the perturbations of one sample go to the model through the shared evaluator, so
 ``batch_size`` bounds memory and the result does not depend on it.
@@ -25,30 +27,37 @@ def grid_feature_mask(h: int, w: int, grid: int) -> torch.Tensor:
 
 
 class _CaptumPerturbation(Method):
-    input_ndim = (2, 4)
-    input_expected = "(N, C, H, W) or (N, D)"
+    input_ndim = (2, 3, 4)
+    input_expected = "(N, C, H, W), (N, L, D) or (N, D)"
     stochastic = True
     cost_param = "n_samples"
     _captum_cls = ""
 
-    def __init__(self, model: Any, *, n_samples: int = 200, grid: int = 7, **kwargs: Any) -> None:
+    def __init__(self, model: Any, *, n_samples: int = 200, grid: int = 7, groups: torch.Tensor | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.n_samples = check_positive_int(n_samples, "n_samples", minimum=2)
         self.grid = check_positive_int(grid, "grid")
+        self.groups = groups
 
     def params(self) -> dict[str, Any]:
-        return {"n_samples": self.n_samples, "grid": self.grid}
+        return {"n_samples": self.n_samples, "grid": self.grid, "grouped": self.groups is not None}
 
     def _make(self, forward: Any) -> Any:
         import captum.attr as ca
         return getattr(ca, self._captum_cls)(forward)
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
-        if x.ndim == 4:
+        if self.groups is not None:
+            from ..structured.groups import check_groups
+            mask = check_groups(self.groups, x.shape[1:]).unsqueeze(0)
+        elif x.ndim == 4:
             h, w = x.shape[2:]
             if self.grid > min(h, w):
                 raise ValueError(f"grid={self.grid} exceeds the input's spatial size {h}x{w}")
             mask = grid_feature_mask(h, w, self.grid).expand(1, x.shape[1], h, w)
+        elif x.ndim == 3:
+            mask = torch.arange(x.shape[1]).view(1, -1, 1).expand(1, *x.shape[1:])
         else:
             mask = torch.arange(x.shape[1]).view(1, -1)
         ev = self.evaluator
@@ -67,6 +76,9 @@ class _CaptumPerturbation(Method):
                                         baselines=0.0, perturbations_per_eval=self.n_samples)
             out.append(a.detach().float())
         attribution = torch.cat(out)
+        if self.groups is not None:
+            from ..structured.groups import group_mean
+            return group_mean(attribution, mask[0]), {"groups": mask[0]}  # every element of a group holds its value
         if x.ndim == 4:
             attribution = attribution[:, :1]  # the same value on every channel of a patch
         return attribution, {}
@@ -78,7 +90,9 @@ class Lime(_CaptumPerturbation):
 
     Args:
         n_samples: perturbations per input.  grid: patches per side for images.
-    Attribution: (N, 1, H, W) for images (one value per patch), (N, D) for feature vectors.
+        groups: optional (*S) feature-group index tensor (overrides ``grid``).
+    Attribution: (N, 1, H, W) for images (one value per patch), (N, L, D) for sequences (one value per token),
+    (N, D) for feature vectors; (N, G) with ``groups``.
     """
 
     name = "lime"
@@ -92,7 +106,9 @@ class KernelShap(_CaptumPerturbation):
 
     Args:
         n_samples: coalitions per input.  grid: patches per side for images.
-    Attribution: (N, 1, H, W) for images (one value per patch), (N, D) for feature vectors.
+        groups: optional (*S) feature-group index tensor (overrides ``grid``).
+    Attribution: (N, 1, H, W) for images (one value per patch), (N, L, D) for sequences (one value per token),
+    (N, D) for feature vectors; (N, G) with ``groups``.
     """
 
     name = "kernel_shap"

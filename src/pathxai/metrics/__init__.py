@@ -28,7 +28,8 @@ from .negative_perturbation import NegativePerturbationResult, negative_perturba
 from .perturbation import NORMALISATIONS, PerturbationCurve, deletion, insertion, pixel_ranks, trapezoid_auc
 from .pointing import PointingGameResult, boxes_to_mask, pointing_game
 from .sensitivity import SensitivityNResult, default_ns, sensitivity_n
-from .structured import StructuredMetricResult, median_rank, posthoc_accuracy, posthoc_f1, top_k_mask
+from .structured import (StructuredMetricResult, median_rank, posthoc_accuracy, posthoc_f1, relative_accuracy,
+                         top_k_mask)
 
 __all__ = [
     "CaptumMetricResult", "CompletenessResult", "MetricInfo", "MetricResult", "NORMALISATIONS", "PerturbationCurve",

@@ -1,6 +1,11 @@
-"""Metrics of the SOInter paper for structured black boxes on feature vectors (N, D): post-hoc accuracy / F1 of the
-black box on the input masked to the selected features (vs on the full input), and the median rank of the truly
-relevant features. Masked features are set to ``baseline`` (0, the convention of :mod:`pathxai.structured`).
+"""Metrics of the SOInter paper for structured black boxes: post-hoc accuracy / F1 of the black box on the input
+masked to the selected features (vs on the full input), the relative accuracy of the masked prediction (the
+segmentation metric: the fraction of target output variables, e.g. pixels, that agree), and the median rank of the
+truly relevant features. Masked features are set to ``baseline`` (0, the convention of :mod:`pathxai.structured`).
+
+Inputs are feature vectors (N, D) with attributions (N, D), or any input (N, *S) with feature ``groups`` (a (*S)
+group index tensor, :mod:`pathxai.structured.groups`) and attributions (N, G) over the groups; the top k groups are
+kept.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..structured.energy import harden
+from ..structured.groups import apply_mask, check_groups, n_groups
 from ..structured.interpreter import check_k, check_target_outputs
 from ._common import MetricInfo, register_metric
 
@@ -28,58 +34,89 @@ def top_k_mask(attribution: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(attribution).scatter_(1, attribution.topk(k, dim=1).indices, 1.0)
 
 
-def _check(attribution: torch.Tensor, x: torch.Tensor) -> None:
-    if not isinstance(attribution, torch.Tensor) or attribution.shape != x.shape or x.ndim != 2:
-        got = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
-        raise ValueError(f"attribution must have the shape of x, (N, D) = {tuple(x.shape)}, got {got}")
+def _check(attribution: torch.Tensor, x: torch.Tensor, groups: torch.Tensor | None) -> torch.Tensor:
+    """Validate the attribution against x (and groups); returns the (*S) group index tensor."""
+    got = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
+    if groups is None:
+        if not isinstance(attribution, torch.Tensor) or attribution.shape != x.shape or x.ndim != 2:
+            raise ValueError(f"attribution must have the shape of x, (N, D) = {tuple(x.shape)}, got {got} (pass "
+                             "groups= for inputs that are not feature vectors)")
+        return check_groups(None, x.shape[1:])
+    gi = check_groups(groups, x.shape[1:])
+    want = (x.shape[0], n_groups(gi))
+    if not isinstance(attribution, torch.Tensor) or tuple(attribution.shape) != want:
+        raise ValueError(f"attribution must have shape (N, G) = {want} (one value per feature group), got {got}")
+    return gi
 
 
-@register_metric(MetricInfo("posthoc_accuracy", "faithfulness", "higher", True, "attribution (N, D)", "[0, 1]",
-                            "Chen et al. 2018 (L2X); Seyyedsalehi et al. 2022 (SOInter)",
-                            "black box on x masked to the top-k features agrees with it on x, on the target outputs"))
-def posthoc_accuracy(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attribution: torch.Tensor,
-                     target: int | Sequence[int], k: int, baseline: float = 0.0) -> StructuredMetricResult:
-    """Per sample 1.0 when the hardened black box output on the target variable(s) is unchanged by keeping only the
-    k top-attributed features; ``summary`` is the mean."""
-    _check(attribution, x)
+def _full_and_masked(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attribution: torch.Tensor,
+                     target: int | Sequence[int], k: int, baseline: float, groups: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hardened target outputs (N, |T|) of the black box on x and on x masked to the k top-attributed groups."""
+    gi = _check(attribution, x, groups)
     with torch.no_grad():
         full = harden(black_box(x))
         tgt = list(check_target_outputs(target, full.shape[1]))
-        m = top_k_mask(attribution, k)
-        masked = harden(black_box(x * m + baseline * (1 - m)))
-    score = (full[:, tgt] == masked[:, tgt]).all(1).float()
+        masked = harden(black_box(apply_mask(x, top_k_mask(attribution, k), gi, baseline)))
+    return full[:, tgt], masked[:, tgt]
+
+
+@register_metric(MetricInfo("posthoc_accuracy", "faithfulness", "higher", True, "attribution (N, D) or (N, G)",
+                            "[0, 1]", "Chen et al. 2018 (L2X); Seyyedsalehi et al. 2022 (SOInter)",
+                            "black box on x masked to the top-k features agrees with it on x, on the target outputs"))
+def posthoc_accuracy(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attribution: torch.Tensor,
+                     target: int | Sequence[int], k: int, baseline: float = 0.0,
+                     groups: torch.Tensor | None = None) -> StructuredMetricResult:
+    """Per sample 1.0 when the hardened black box output on the target variable(s) is unchanged by keeping only the
+    k top-attributed features (groups); ``summary`` is the mean."""
+    f, p = _full_and_masked(black_box, x, attribution, target, k, baseline, groups)
+    score = (f == p).all(1).float()
     return StructuredMetricResult(score, float(score.mean()))
 
 
-@register_metric(MetricInfo("posthoc_f1", "faithfulness", "higher", True, "attribution (N, D)", "[0, 1]",
+@register_metric(MetricInfo("posthoc_f1", "faithfulness", "higher", True, "attribution (N, D) or (N, G)", "[0, 1]",
                             "Seyyedsalehi et al. 2022 (SOInter)",
                             "F1 of the masked-input predictions against the full-input predictions"))
 def posthoc_f1(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attribution: torch.Tensor,
-               target: int | Sequence[int], k: int, baseline: float = 0.0) -> StructuredMetricResult:
+               target: int | Sequence[int], k: int, baseline: float = 0.0,
+               groups: torch.Tensor | None = None) -> StructuredMetricResult:
     """F1 of the black box's hardened target predictions on the masked inputs, taking its predictions on the full
     inputs as ground truth (positive class 1), pooled over samples and target variables (``summary``); ``score``
     is the per-sample agreement rate."""
-    _check(attribution, x)
-    with torch.no_grad():
-        full = harden(black_box(x))
-        tgt = list(check_target_outputs(target, full.shape[1]))
-        m = top_k_mask(attribution, k)
-        masked = harden(black_box(x * m + baseline * (1 - m)))
-    f, p = full[:, tgt], masked[:, tgt]
+    f, p = _full_and_masked(black_box, x, attribution, target, k, baseline, groups)
     tp = float((f * p).sum())
     denom = float(2 * tp + ((1 - f) * p).sum() + (f * (1 - p)).sum())
     f1 = 1.0 if denom == 0 else 2 * tp / denom
     return StructuredMetricResult((f == p).float().mean(1), f1)
 
 
+@register_metric(MetricInfo("relative_accuracy", "faithfulness", "higher", True, "attribution (N, D) or (N, G)",
+                            "[0, 1]", "Seyyedsalehi et al. 2022 (SOInter), segmentation",
+                            "fraction of target outputs (pixels) the masked input's prediction gets as the full one"))
+def relative_accuracy(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, attribution: torch.Tensor,
+                      target: int | Sequence[int], k: int, baseline: float = 0.0,
+                      groups: torch.Tensor | None = None) -> StructuredMetricResult:
+    """The segmentation metric: per sample, the pixel accuracy of the black box's hardened prediction on the input
+    masked to the k top groups, measured against its prediction on the full input, over the target pixels (the
+    whole map or a region); ``summary`` is the mean over samples."""
+    f, p = _full_and_masked(black_box, x, attribution, target, k, baseline, groups)
+    score = (f == p).float().mean(1)
+    return StructuredMetricResult(score, float(score.mean()))
+
+
 @register_metric(MetricInfo("median_rank", "localisation", "lower", False, "attribution (N, D)", "[1, D]",
                             "Seyyedsalehi et al. 2022 (SOInter)",
                             "median rank of the truly relevant features in the attribution order (1 = top)"))
 def median_rank(attribution: torch.Tensor, relevant: torch.Tensor, absolute: bool = False) -> StructuredMetricResult:
-    """Per sample, the median rank (1 = most important) of the features marked in ``relevant`` ((D,) or (N, D)
-    bool); ``absolute`` ranks by |attribution|. Random attributions give about (D + 1) / 2."""
+    """Per sample, the median rank (1 = most important) of the features (groups) marked in ``relevant`` ((D,) or
+    (N, D) bool); ``absolute`` ranks by |attribution|. Random attributions give about (D + 1) / 2."""
     if attribution.ndim != 2:
-        raise ValueError(f"attribution must have shape (N, D), got {tuple(attribution.shape)}")
+        raise ValueError(f"attribution must have shape (N, D) (one value per feature or group), got "
+                         f"{tuple(attribution.shape)}")
+    if relevant.shape[-1] != attribution.shape[1] or relevant.ndim not in (1, 2) or (
+            relevant.ndim == 2 and relevant.shape[0] not in (1, attribution.shape[0])):
+        raise ValueError(f"relevant must have shape (D,) or (N, D) = {tuple(attribution.shape)}, got "
+                         f"{tuple(relevant.shape)}")
     rel = relevant.to(torch.bool).expand_as(attribution)
     if not rel.any(1).all():
         raise ValueError("relevant marks no feature for some sample; expected at least one True per row")

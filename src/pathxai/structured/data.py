@@ -4,16 +4,22 @@ vector of L binary output variables (probabilities, (N, L)), with the truly rele
 - :func:`synthetic_task`: the paper's setting (SOInter, Sec. 5.1): outputs depend on a known subset of input
   features *and on other outputs*, so a feature can act on the target through another output variable.
 - :func:`multilabel_task`: a multi-label task, each label with its own known features plus a label-correlation term.
+- :func:`pathxai.structured.tasks.segmentation_task` and :func:`pathxai.structured.tasks.sequence_task`: a small
+  segmentation net on shape images and a trigger-token tagger, whose inputs are grouped (patches, tokens) and whose
+  ground truth is per sample.
 
 Masking convention shared by the methods and metrics here: a feature that is not selected is set to 0 (the mean of
 the standard-normal features), i.e. the paper's element-wise product ``x * mask``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from torch import nn
+
+from .groups import check_groups
 
 
 @dataclass
@@ -22,11 +28,14 @@ class StructuredTask:
 
     Attributes:
         name: task name.
-        black_box: ``(N, D) -> (N, L)`` probabilities of the L binary output variables.
-        x_train: (N_train, D) inputs for training interpreters / energy networks.
-        x_test: (N_test, D) held-out inputs.
-        relevant: (L, D) bool, ``relevant[t, i]`` is True when feature i truly influences output t
-            (directly or through other outputs).
+        black_box: ``(N, *S) -> (N, L)`` probabilities of the L binary output variables (S = (D,) for vectors).
+        x_train: (N_train, *S) inputs for training interpreters / energy networks.
+        x_test: (N_test, *S) held-out inputs.
+        relevant: (L, G) bool, ``relevant[t, i]`` is True when feature group i truly influences output t
+            (directly or through other outputs); or (N_test, L, G) when the ground truth differs per test input.
+        groups: (*S) group index tensor (see :mod:`pathxai.structured.groups`); ``None`` = every feature a group.
+        targets: named targets of the task, ``name -> (output indices, k)`` with the suggested number of groups
+            to select (e.g. the whole map and a region of it).
     """
 
     name: str
@@ -34,14 +43,31 @@ class StructuredTask:
     x_train: torch.Tensor
     x_test: torch.Tensor
     relevant: torch.Tensor
+    groups: torch.Tensor | None = None
+    targets: dict[str, tuple[tuple[int, ...], int]] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:
-        return int(self.x_train.shape[1])
+        """Number of selectable feature groups G (= D for feature vectors)."""
+        return int(self.relevant.shape[-1])
 
     @property
     def n_outputs(self) -> int:
-        return int(self.relevant.shape[0])
+        return int(self.relevant.shape[-2])
+
+    @property
+    def group_index(self) -> torch.Tensor:
+        """(*S) int64 group of every input element."""
+        return check_groups(self.groups, self.x_train.shape[1:])
+
+    def relevant_for(self, target: int | Sequence[int]) -> torch.Tensor:
+        """(N_test, G) bool: the groups truly relevant to any of the output variables ``target`` on each test
+        input (a row may be all False when nothing drives the target on that input, e.g. a background region)."""
+        from .interpreter import check_target_outputs
+        tgt = list(check_target_outputs(target, self.n_outputs))
+        if self.relevant.ndim == 2:
+            return self.relevant[tgt].any(0).expand(self.x_test.shape[0], -1)
+        return self.relevant[:, tgt].any(1)
 
 
 class SyntheticChain(nn.Module):
@@ -126,11 +152,17 @@ def multilabel_task(n_features: int = 30, n_labels: int = 6, n_train: int = 4000
                           _gaussian(n_test, n_features, seed + 11), rel)
 
 
-TASKS = {"synthetic": synthetic_task, "multilabel": multilabel_task}
+def _grouped_tasks() -> dict:
+    from .tasks import segmentation_task, sequence_task  # trained black boxes: imported on demand
+    return {"segmentation": segmentation_task, "sequence": sequence_task}
+
+
+TASKS = {"synthetic": synthetic_task, "multilabel": multilabel_task, "segmentation": None, "sequence": None}
 
 
 def load_task(name: str) -> StructuredTask:
-    """A task by name: ``"synthetic"`` or ``"multilabel"``."""
+    """A task by name: ``"synthetic"``, ``"multilabel"``, ``"segmentation"`` or ``"sequence"``."""
     if name not in TASKS:
         raise ValueError(f"unknown structured task {name!r}; available: {', '.join(TASKS)}")
-    return TASKS[name]()
+    make = TASKS[name] or _grouped_tasks()[name]
+    return make()
