@@ -15,6 +15,8 @@ ORDER = [
     ("bench_baselines.md", "Core: overhead ratio and memory of the baseline methods (`pathxai bench`)"),
     ("eval_digits_clutter/table.md", "Metrics: digits-clutter suite (`pathxai evaluate`)"),
     ("eval_photos/table.md", "Metrics: photos suite (`pathxai evaluate`)"),
+    ("ablation_path.md", "Optimised ablation paths (issue 5)"),
+    ("bench_methods.md", "Overhead ratios of the seed methods on EfficientNet-Lite0 (`pathxai bench`)"),
     ("samp.md", "SAMP / SAMP++ (issue 6)"),
     ("fi.md", "Functional Fisher information (issue 7)"),
     ("relax.md", "RELAX / U-RELAX (issue 8)"),
@@ -28,11 +30,14 @@ COMMANDS = {
     "eval_digits_clutter/table.md": "OMP_NUM_THREADS=1 pathxai evaluate --suite digits-clutter --methods "
                                     "ig,gradcam,rise,occlusion,ablation_path --metrics insertion,deletion,pointing "
                                     "--n-images 40 --out benchmarks/results/eval_digits_clutter",
-    "eval_photos/table.md": "OMP_NUM_THREADS=1 pathxai evaluate --suite photos --methods ig,gradcam,rise,occlusion "
-                            "--metrics insertion,deletion,pointing --n-images 6 -p rise.n_masks=1000 "
-                            "--out benchmarks/results/eval_photos",
+    "eval_photos/table.md": "OMP_NUM_THREADS=1 pathxai evaluate --suite photos --methods "
+                            "ig,gradcam,rise,occlusion,ablation_path --metrics insertion,deletion,pointing "
+                            "--n-images 6 -p rise.n_masks=1000 --out benchmarks/results/eval_photos",
     "ig_vs_captum.md": "python benchmarks/ig_vs_captum.py --repeats 3",
-    "bench_baselines.md": "pathxai bench --model efficientnet-lite0 --repeats 3 --out benchmarks/results/bench_baselines.md",
+    "bench_methods.md": "OMP_NUM_THREADS=1 pathxai bench --model efficientnet-lite0 --methods "
+                        "fi,samp,samp++,ablation_path --repeats 2 --no-memory",
+    "bench_baselines.md": "OMP_NUM_THREADS=1 pathxai bench --model efficientnet-lite0 --repeats 3 --no-memory; "
+                          "pathxai bench --model efficientnet-lite0 --repeats 3   # memory table",
 }
 
 

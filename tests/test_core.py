@@ -80,6 +80,19 @@ def test_auto_probe_picks_the_fastest_size_and_stops_early():
     assert seen[0] == 1  # warm-up call
 
 
+def test_auto_probe_from_a_remembered_size_rechecks_its_neighbours():
+    probe = _AutoProbe(max_size=64, min_size=2)        # a previous process chose 4
+    cost = {2: 0.9, 4: 0.8, 8: 0.5, 16: 0.45, 32: 0.6, 64: 1.0}   # but now larger chunks are faster
+    seen = []
+    for _ in range(40):
+        size = probe.next_size()
+        seen.append(size)
+        probe.record(size, cost[size] * size)
+        if probe.chosen is not None:
+            break
+    assert probe.chosen == 16 and 1 not in seen and seen[0] == 2
+
+
 def test_auto_probe_respects_the_memory_cap():
     probe = _AutoProbe(max_size=3)
     assert probe.candidates() == [1, 2]

@@ -51,22 +51,30 @@ def default_memory_budget() -> int:
 
 @dataclass
 class _AutoProbe:
-    """Chunk-size probe state for one (model, sample shape, mode)."""
+    """Chunk-size probe state for one (model, sample shape, mode).
+
+    Sizes from ``min_size`` up to ``max_size`` are timed upwards until one is clearly slower than the best. A
+    choice remembered on disk only sets ``min_size`` (half of it): it is re-checked against its neighbours in every
+    new process rather than trusted, because a probe taken while the machine was loaded can pick a size that is
+    slow on a quiet machine, and a blindly trusted cache would keep that choice forever.
+    """
 
     max_size: int
+    min_size: int = 1
     warm: bool = False
     chosen: int | None = None
     per_sample: dict[int, float] = field(default_factory=dict)
     counts: dict[int, int] = field(default_factory=dict)
 
     def candidates(self) -> list[int]:
-        return [s for s in _CANDIDATE_SIZES if s <= self.max_size] or [1]
+        sizes = [s for s in _CANDIDATE_SIZES if s <= self.max_size] or [1]
+        return [s for s in sizes if s >= self.min_size] or sizes[-1:]
 
     def next_size(self) -> int:
         if self.chosen is not None:
             return self.chosen
         if not self.warm:
-            return 1
+            return self.candidates()[0]
         for size in self.candidates():
             if self.counts.get(size, 0) < _TIMINGS_PER_SIZE:
                 return size
@@ -292,9 +300,6 @@ class BatchedEvaluator:
         probe = table.get(key)
         if probe is None:
             cached = _load_disk_choice(self.model, key)
-            if cached is not None:
-                probe = table[key] = _AutoProbe(max_size=cached, warm=True, chosen=cached)
-                return probe
             max_size = _CANDIDATE_SIZES[-1]
             if example is not None:
                 per_sample = estimate_sample_bytes(self.model, example()[:1])
@@ -303,7 +308,7 @@ class BatchedEvaluator:
                     factor = 3 if grad else 1  # saved activations plus their gradients
                     budget = self.memory_budget or default_memory_budget()
                     max_size = max(1, min(max_size, budget // (factor * per_sample)))
-            probe = table[key] = _AutoProbe(max_size=max_size)
+            probe = table[key] = _AutoProbe(max_size=max_size, min_size=max(1, (cached or 1) // 2))
         return probe
 
     def chunks(self, total: int, *, grad: bool, sample_shape: Sequence[int] = (),
