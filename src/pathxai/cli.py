@@ -232,7 +232,9 @@ def bench(
     except (ValueError, FileNotFoundError, TypeError) as err:
         raise typer.BadParameter(str(err)) from None
     if model.startswith("efficientnet"):
-        x = net.preprocess(px.data.sample_images(["chelsea"])[0].image)
+        photo = px.data.sample_images(["chelsea"])[0].image
+        x = (net.preprocess(photo) if hasattr(net, "preprocess")
+             else px.models.image_to_tensor(photo, tuple(net.input_shape[1:])))
     else:
         x = px.data.digits("test")[0][:1]
     bs = _parse_batch_size(batch_size)
