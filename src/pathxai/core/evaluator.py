@@ -35,6 +35,7 @@ _CANDIDATE_SIZES = (1, 2, 4, 8, 16, 32, 64)
 # flat for small chunks and grows for large ones, so stopping early costs little and exploring far costs a lot.
 _SLOWER_FACTOR = 1.10
 _TIMINGS_PER_SIZE = 2
+_TIE_FACTOR = 1.05
 
 
 def default_memory_budget() -> int:
@@ -53,28 +54,28 @@ def default_memory_budget() -> int:
 class _AutoProbe:
     """Chunk-size probe state for one (model, sample shape, mode).
 
-    Sizes from ``min_size`` up to ``max_size`` are timed upwards until one is clearly slower than the best. A
-    choice remembered on disk only sets ``min_size`` (half of it): it is re-checked against its neighbours in every
-    new process rather than trusted, because a probe taken while the machine was loaded can pick a size that is
-    slow on a quiet machine, and a blindly trusted cache would keep that choice forever.
+    Sizes from 1 up to ``max_size`` are timed upwards until one is clearly slower than the best; the smallest size
+    within ``_TIE_FACTOR`` of the best wins (on these CPUs per-sample time is flat for small chunks and grows for
+    large ones, so a near-tie at a large size is usually noise that will not hold). A choice remembered on disk only
+    caps ``max_size`` at twice that size: every new process re-checks the smaller sizes rather than trusting it,
+    because a probe taken while the machine was loaded can pick a size that is slow on a quiet machine, and a blindly
+    trusted cache would keep that choice forever.
     """
 
     max_size: int
-    min_size: int = 1
     warm: bool = False
     chosen: int | None = None
     per_sample: dict[int, float] = field(default_factory=dict)
     counts: dict[int, int] = field(default_factory=dict)
 
     def candidates(self) -> list[int]:
-        sizes = [s for s in _CANDIDATE_SIZES if s <= self.max_size] or [1]
-        return [s for s in sizes if s >= self.min_size] or sizes[-1:]
+        return [s for s in _CANDIDATE_SIZES if s <= self.max_size] or [1]
 
     def next_size(self) -> int:
         if self.chosen is not None:
             return self.chosen
         if not self.warm:
-            return self.candidates()[0]
+            return 1
         for size in self.candidates():
             if self.counts.get(size, 0) < _TIMINGS_PER_SIZE:
                 return size
@@ -96,7 +97,11 @@ class _AutoProbe:
                 self._choose()
 
     def _choose(self) -> int:
-        self.chosen = min(self.per_sample, key=self.per_sample.__getitem__) if self.per_sample else 1
+        if not self.per_sample:
+            self.chosen = 1
+        else:
+            best = min(self.per_sample.values())
+            self.chosen = min(s for s, t in self.per_sample.items() if t <= _TIE_FACTOR * best)
         return self.chosen
 
 
@@ -274,6 +279,7 @@ class BatchedEvaluator:
         self.n_gradient = 0
         self.n_probe = 0
         self.chunk_sizes_used: set[int] = set()
+        self._chunk_seconds: float | None = None   # set by forward_chunks / gradient_chunks, read by chunks()
 
     # ------------------------------------------------------------------ accounting
     def reset_counts(self) -> None:
@@ -308,7 +314,9 @@ class BatchedEvaluator:
                     factor = 3 if grad else 1  # saved activations plus their gradients
                     budget = self.memory_budget or default_memory_budget()
                     max_size = max(1, min(max_size, budget // (factor * per_sample)))
-            probe = table[key] = _AutoProbe(max_size=max_size, min_size=max(1, (cached or 1) // 2))
+            if cached is not None:
+                max_size = min(max_size, 2 * cached)
+            probe = table[key] = _AutoProbe(max_size=max_size)
         return probe
 
     def chunks(self, total: int, *, grad: bool, sample_shape: Sequence[int] = (),
@@ -316,7 +324,8 @@ class BatchedEvaluator:
                ) -> Iterator[tuple[int, int]]:
         """Yield ``(start, stop)`` ranges covering ``range(total)``, each at most ``batch_size`` long.
 
-        In ``"auto"`` mode the time the caller spends on each chunk (model call included) tunes the size; pass
+        In ``"auto"`` mode the time of each chunk tunes the size: the building of its inputs and the model call as
+        :meth:`forward_chunks` / :meth:`gradient_chunks` report it, else all the time the caller spends on it; pass
         ``sample_shape`` (shape of one model input) so that the choice is cached per shape, and ``example`` (returns a
         (1, ...) input; called once per new shape) to bound the size by the memory budget. Evaluations are not counted here: see :meth:`count`.
         """
@@ -333,9 +342,13 @@ class BatchedEvaluator:
                 stop = min(total, start + int(size))
                 self.chunk_sizes_used.add(stop - start)
                 t0 = time.perf_counter()
+                self._chunk_seconds = None
                 yield start, stop
+                # the model evaluations' own time when the caller reported it: the consumer's work between chunks
+                # can be lumpy (e.g. statistics merged every 64 masks) and would bias the comparison of sizes
+                elapsed = self._chunk_seconds if self._chunk_seconds is not None else time.perf_counter() - t0
                 if probe is not None and stop - start == size and probe.chosen is None:
-                    probe.record(size, time.perf_counter() - t0)
+                    probe.record(size, elapsed)
                     if probe.chosen is not None:
                         _save_disk_choice(self.model, (tuple(int(s) for s in sample_shape), bool(grad)), probe.chosen)
                 bar.update(stop - start)
@@ -359,9 +372,11 @@ class BatchedEvaluator:
         """
         example = lambda: make_batch(0, 1).detach()  # noqa: E731
         for start, stop in self.chunks(total, grad=False, sample_shape=sample_shape, example=example, desc=desc):
+            t0 = time.perf_counter()
             inputs = make_batch(start, stop)
             with torch.inference_mode():
                 out = self._call(inputs)
+            self._chunk_seconds = time.perf_counter() - t0
             self.n_forward += stop - start
             yield start, stop, out.clone()  # a normal tensor: usable with autograd and in-place ops later
 
@@ -385,6 +400,7 @@ class BatchedEvaluator:
             return (built[0] if isinstance(built, tuple) else built).detach()
 
         for start, stop in self.chunks(total, grad=True, sample_shape=sample_shape, example=example, desc=desc):
+            t0 = time.perf_counter()
             with torch.enable_grad():
                 built = make_batch(start, stop)
                 if isinstance(built, tuple):
@@ -398,6 +414,7 @@ class BatchedEvaluator:
                 if scores.shape != (stop - start,):
                     raise ValueError(f"score must return shape ({stop - start},), got {tuple(scores.shape)}")
                 (grads,) = torch.autograd.grad(scores.sum(), wrt)
+            self._chunk_seconds = time.perf_counter() - t0
             self.n_gradient += stop - start
             yield start, stop, scores.detach(), grads
 
