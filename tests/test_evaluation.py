@@ -56,6 +56,14 @@ def test_overhead_ratio_counts_the_same_passes(digits_model, digit_batch):
     assert r.gradient_evaluations == 8 and r.forward_evaluations == 0 and r.chunk_size == 4
     assert r.seconds > 0 and r.reference_seconds > 0 and r.ratio > 0
     assert r.reference_chunks[0] == 0 and r.reference_chunks[1] in bench.CHUNK_CANDIDATES
+    assert r.in_run_ratio is None                       # gradient passes: backward is not timed by hooks
+
+
+def test_in_run_ratio_times_the_model_inside_a_forward_only_method(digits_model, digit_batch):
+    x, y = digit_batch
+    r = bench.overhead_ratio("rise", digits_model, x[:1], y[:1], repeats=1, batch_size=8, n_masks=64)
+    assert r.in_run_ratio is not None and r.in_run_ratio > 1.0   # the method's own work is never negative
+    assert not digits_model._forward_hooks and not digits_model._forward_pre_hooks   # hooks removed
 
 
 def test_fastest_chunk_is_a_candidate_and_cached(digits_model, digit_batch):
