@@ -25,3 +25,29 @@ FAST_PARAMS: dict[str, dict] = {
     "lime": {"n_samples": 16},
     "kernel_shap": {"n_samples": 16},
 }
+
+
+def assert_rejects_bad_inputs(method, x, model_name: str) -> None:
+    """The input checks every method shares: NaN/Inf, wrong rank, wrong size, empty, integer, not a tensor.
+    ``x``: a (3, 1, 28, 28) batch the method accepts; ``model_name`` as the error message names the model."""
+    import pytest
+
+    bad = x.clone()
+    bad[0, 0, 3, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"x contains 1 NaN/Inf"):
+        method.explain(bad)
+    inf = x.clone()
+    inf[1, 0, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"x contains .*NaN/Inf"):
+        method.explain(inf)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\).*got shape \(1, 28, 28\)"):
+        method.explain(x[0])
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\) for the model " + model_name
+                       + r", got shape \(3, 1, 27, 28\)"):
+        method.explain(x[..., 1:, :])
+    with pytest.raises(ValueError, match=r"x is an empty batch: shape \(0, 1, 28, 28\)"):
+        method.explain(x[:0])
+    with pytest.raises(TypeError, match=r"x must be a floating-point tensor.*int64"):
+        method.explain((x * 255).long())
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
+        method.explain(x.numpy())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pathxai as px
-from method_params import FAST_PARAMS
+from method_params import FAST_PARAMS, assert_rejects_bad_inputs
 
 IMAGE_METHODS = [name for name in px.list_methods() if 4 in px.get_method(name).input_ndim
                  and px.get_method(name).needs_target]
@@ -95,25 +95,7 @@ def test_callable_target(name, digits_model, digit_batch):
 def test_bad_inputs(name, digits_model, digit_batch):
     x, _ = digit_batch
     method = make(name, digits_model, batch_size=4)
-    bad = x.clone()
-    bad[0, 0, 3, 3] = float("nan")
-    with pytest.raises(ValueError, match=r"x contains 1 NaN/Inf"):
-        method.explain(bad)
-    inf = x.clone()
-    inf[1, 0, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"x contains .*NaN/Inf"):
-        method.explain(inf)
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\).*got shape \(1, 28, 28\)"):
-        method.explain(x[0])
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\) for the model digits-cnn, got shape "
-                                         r"\(3, 1, 27, 28\)"):
-        method.explain(x[..., 1:, :])
-    with pytest.raises(ValueError, match=r"x is an empty batch: shape \(0, 1, 28, 28\)"):
-        method.explain(x[:0])
-    with pytest.raises(TypeError, match=r"x must be a floating-point tensor.*int64"):
-        method.explain((x * 255).long())
-    with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
-        method.explain(x.numpy())
+    assert_rejects_bad_inputs(method, x, "digits-cnn")
     with pytest.raises(ValueError, match=r"target class 10 is out of range.*0 <= target < 10"):
         method.explain(x, 10)
     with pytest.raises(ValueError, match=r"target must be >= 0"):

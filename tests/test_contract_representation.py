@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 import pathxai as px
-from method_params import FAST_PARAMS
+from method_params import FAST_PARAMS, assert_rejects_bad_inputs
 from pathxai.models.encoders import digits_cnn_features
 
 REPRESENTATION_METHODS = [name for name in px.list_methods() if not px.get_method(name).needs_target]
@@ -133,25 +133,7 @@ def test_a_target_is_refused(name, encoder, batch):
 @pytest.mark.parametrize("name", REPRESENTATION_METHODS)
 def test_bad_inputs(name, encoder, batch):
     method = make(name, encoder, batch_size=4)
-    bad = batch.clone()
-    bad[0, 0, 3, 3] = float("nan")
-    with pytest.raises(ValueError, match=r"x contains 1 NaN/Inf"):
-        method.explain(bad)
-    inf = batch.clone()
-    inf[1, 0, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match=r"x contains .*NaN/Inf"):
-        method.explain(inf)
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\).*got shape \(1, 28, 28\)"):
-        method.explain(batch[0])
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 1, 28, 28\) for the model digits-cnn-features, "
-                                         r"got shape \(3, 1, 27, 28\)"):
-        method.explain(batch[..., 1:, :])
-    with pytest.raises(ValueError, match=r"x is an empty batch: shape \(0, 1, 28, 28\)"):
-        method.explain(batch[:0])
-    with pytest.raises(TypeError, match=r"x must be a floating-point tensor.*int64"):
-        method.explain((batch * 255).long())
-    with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
-        method.explain(batch.numpy())
+    assert_rejects_bad_inputs(method, batch, "digits-cnn-features")
     with pytest.raises(TypeError, match=r"model output must be a torch.Tensor of shape \(N, \.\.\.\), got dict"):
         make(name, DictOutput(encoder), batch_size=4).explain(batch)
     with pytest.raises(TypeError, match=r"model output must be a single torch.Tensor.*got a tuple"):
