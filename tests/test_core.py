@@ -255,3 +255,19 @@ def test_top_level_explain_shortcut(digits_model, digit_batch):
     x, y = digit_batch
     e = px.explain(digits_model, x, y, method="gradient_x_input", batch_size=2)
     assert e.method == "gradient_x_input" and len(e) == 3
+
+
+def test_atomic_writes_give_the_default_file_mode_and_leave_nothing_on_error(tmp_path):
+    import os
+
+    from pathxai.core.files import atomic_path, atomic_write_text, default_file_mode
+
+    target = atomic_write_text(tmp_path / "a" / "b.txt", "hello")
+    assert target.read_text() == "hello"
+    assert os.stat(target).st_mode & 0o777 == default_file_mode()   # not mkstemp's 0600
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash while writing")
+    assert target.read_text() == "hello"                     # the old file stands
+    assert sorted(p.name for p in target.parent.iterdir()) == ["b.txt"]   # no temporary left behind

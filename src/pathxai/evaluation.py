@@ -20,8 +20,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +29,7 @@ import torch
 
 from . import metrics as M
 from .core import get_method
+from .core.files import atomic_path
 from .data import load_suite
 
 METRIC_NAMES = ("insertion", "deletion", "pointing", "sensitivity_n")
@@ -136,14 +135,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def _atomic(path: Path, write: Any) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        write(f)
     return path
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import sys
 import time
 import weakref
@@ -27,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from .files import atomic_write_text
 from .validation import check_model_output
 
 AUTO = "auto"
@@ -169,10 +169,7 @@ def _save_disk_choice(model: Any, key: tuple, size: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         table = json.loads(path.read_text()) if path.exists() else {}
         table[dkey] = int(size)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump(table, f, indent=0)
-        os.replace(tmp, path)  # atomic: parallel processes never see half a file
+        atomic_write_text(path, json.dumps(table, indent=0))  # parallel processes never see half a file
     except (OSError, ValueError):
         pass  # the cache is an optimisation only
 

@@ -98,18 +98,10 @@ class Explanation:
     def save(self, path: str) -> None:
         """Write :meth:`numpy` arrays plus meta (as JSON) to an ``.npz`` file, atomically."""
         import json
-        import os
-        import tempfile
+
+        from .files import atomic_path
 
         arrays = self.numpy()
         arrays["meta_json"] = np.array(json.dumps(self.meta, default=str))
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-        os.close(fd)
-        try:
-            np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:   # a file object: savez adds no suffix
+            np.savez_compressed(f, **arrays)

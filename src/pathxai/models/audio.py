@@ -9,12 +9,11 @@ second (:func:`two_command_clips` returns those halves as ground-truth masks).
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 
 import torch
 from torch import nn
 
+from ..core.files import atomic_path
 from .digits import cache_dir
 
 SAMPLE_RATE = 8000
@@ -148,8 +147,6 @@ def commands_cnn(retrain: bool = False) -> AudioClassifier:
         net, acc = train_commands_cnn()
         state = dict(net.state_dict())
         state["_test_accuracy"] = torch.tensor(acc)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # concurrent workers never read half a file
+            torch.save(state, tmp)
     return AudioClassifier(net, acc).eval()

@@ -10,12 +10,10 @@ canvases with the digit removed (chance 0.1); training takes about 40 s of CPU t
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import torch
 from torch import nn
 
+from ..core.files import atomic_path
 from ..data.suites import CLUTTER_SIZE, clutter_dataset
 from .digits import cache_dir
 from .imagenet import ImageClassifier
@@ -118,10 +116,8 @@ def digits_clutter_cnn(retrain: bool = False) -> ImageClassifier:
         model, stats = train_clutter_cnn()
         state = dict(model.state_dict())
         state.update({f"_{k}": torch.tensor(v) for k, v in stats.items()})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: concurrent test workers never read half a file
+        with atomic_path(path) as tmp:  # concurrent workers never read half a file
+            torch.save(state, tmp)
     wrapper = ImageClassifier(model, nn.Identity(), [str(i) for i in range(10)], (CLUTTER_SIZE, CLUTTER_SIZE),
                               "digits-clutter-cnn", gradcam_layer=model.features[-1])
     wrapper.test_accuracy = stats["test_accuracy"]

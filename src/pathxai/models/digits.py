@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ..core.files import atomic_path
 from ..data.digits import DIGITS_SIZE, digits
 from .imagenet import ImageClassifier
 
@@ -84,10 +84,8 @@ def digits_cnn(retrain: bool = False) -> ImageClassifier:
         model, accuracy = train_digits_cnn()
         state = dict(model.state_dict())
         state["_test_accuracy"] = torch.tensor(accuracy)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: concurrent test workers never read half a file
+        with atomic_path(path) as tmp:  # concurrent test workers never read half a file
+            torch.save(state, tmp)
     wrapper = ImageClassifier(model, nn.Identity(), [str(i) for i in range(10)], (DIGITS_SIZE, DIGITS_SIZE),
                               "digits-cnn", gradcam_layer=model.features[6], channels=1)
     wrapper.test_accuracy = accuracy

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.files import atomic_path
 from .digits import cache_dir, digits_cnn
 from .imagenet import INPUT_SIZE, LITE_MEAN, LITE_STD, Normalize, _efficientnet_lite0_net
 
@@ -213,10 +213,8 @@ def _clutter_simclr_state(retrain: bool = False) -> tuple[dict[str, torch.Tensor
         state = dict(enc.state_dict())
         for k, v in info.items():
             state[f"_info_{k}"] = torch.tensor(float(v))
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, path)  # atomic: concurrent workers never read half a file
+        with atomic_path(path) as tmp:  # concurrent workers never read half a file
+            torch.save(state, tmp)
     weights = {k: v for k, v in state.items() if not k.startswith("_info_")}
     info = {k[len("_info_"):]: float(v) for k, v in state.items() if k.startswith("_info_")}
     return weights, info

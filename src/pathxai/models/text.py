@@ -10,12 +10,10 @@ embedding (:attr:`TextClassifier.unk_embedding`).
 """
 from __future__ import annotations
 
-import os
-import tempfile
-
 import torch
 from torch import nn
 
+from ..core.files import atomic_path
 from .digits import cache_dir
 
 MAX_LEN = 16
@@ -148,10 +146,8 @@ def sentiment_cnn(retrain: bool = False) -> TextClassifier:
         net, acc = train_sentiment_cnn(tokenizer, table)
         state = dict(net.state_dict())
         state["_test_accuracy"] = torch.tensor(acc)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:  # concurrent workers never read half a file
+            torch.save(state, tmp)
     for p in net.parameters():
         p.requires_grad_(False)
     return TextClassifier(net, tokenizer, table, acc).eval()

@@ -18,8 +18,6 @@ and when L is large the negatives are a random subset of the single flips plus r
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -27,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.files import atomic_path
 from ..core.validation import check_input, check_positive_int
 from .groups import apply_mask, check_groups, n_groups
 
@@ -179,12 +178,8 @@ def load_energy(path: str | Path) -> BaseEnergy:
 
 
 def _atomic_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".pt")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # atomic: concurrent readers never see half a file
+    with atomic_path(path) as tmp:  # concurrent readers never see half a file
+        torch.save(obj, tmp)
 
 
 def harden(y: torch.Tensor) -> torch.Tensor:

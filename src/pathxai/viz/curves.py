@@ -1,14 +1,13 @@
 """Deletion/insertion curves per method and a grid of heatmaps per image, as PNG files."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
+from ..core.files import atomic_path
 from .heatmap import _agg, heatmap_limits, to_display_image
 
 
@@ -16,16 +15,11 @@ def _save(fig, path: str | Path, dpi: int = 110) -> Path:  # type: ignore[no-unt
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

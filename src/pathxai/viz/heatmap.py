@@ -1,12 +1,12 @@
 """Heatmap overlays a person can read: the image, the saliency on top of it, a colorbar and a title."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..core.files import atomic_path
 
 
 def _agg() -> None:
@@ -69,14 +69,9 @@ def save_overlay(image: torch.Tensor | np.ndarray, saliency: torch.Tensor | np.n
         fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
