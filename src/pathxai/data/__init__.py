@@ -8,9 +8,9 @@ from typing import Iterable
 import numpy as np
 
 from .digits import digits
+from .images import (IMAGE_SUFFIXES, FolderScan, ImageData, ImageReadError, max_image_pixels, read_image,
+                     scan_images)
 from .suites import Suite, SuiteItem, list_suites, load_suite, save_item_png
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass(frozen=True)
@@ -41,32 +41,24 @@ def sample_images(names: Iterable[str] | None = None) -> list[SampleImage]:
     return out
 
 
-def load_image(path: str | Path) -> np.ndarray:
-    """Read an image file as an (H, W, 3) uint8 array (grey images are repeated over 3 channels)."""
-    from PIL import Image
+def load_image(path: str | Path, *, channels: int = 3, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as an (H, W, 3) uint8 array ((H, W) with ``channels=1``), converting its mode.
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"image file {path} does not exist")
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("RGB"))
-    return arr
+    A thin wrapper of :func:`read_image` for callers that do not need the notes of what was converted; the pixel
+    limit applies (see :func:`max_image_pixels`).
+    """
+    return read_image(path, channels=channels, max_pixels=max_pixels).array
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders into a sorted list of image files (folders: their images, not recursive)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
-        elif p.exists():
-            if p.suffix.lower() not in IMAGE_SUFFIXES:
-                raise ValueError(f"{p} is not an image file (expected one of {', '.join(IMAGE_SUFFIXES)})")
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p} does not exist")
-    return out
+    """Expand files and folders into a sorted list of image files (folders: their images, not recursive).
+
+    Entries of a folder that are not images (or are symbolic links leading out of it) are left out; use
+    :func:`scan_images` to learn which and why.
+    """
+    return scan_images(list(paths)).files
 
 
-__all__ = ["SampleImage", "Suite", "SuiteItem", "digits", "image_files", "list_suites", "load_image", "load_suite",
+__all__ = ["FolderScan", "IMAGE_SUFFIXES", "ImageData", "ImageReadError", "max_image_pixels", "read_image",
+           "scan_images", "SampleImage", "Suite", "SuiteItem", "digits", "image_files", "list_suites", "load_image", "load_suite",
            "sample_images", "save_item_png"]

@@ -30,29 +30,83 @@ def available() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load(name: str = "efficientnet-lite0") -> torch.nn.Module:
-    """Load a model by name (see :func:`available`) or from a ``.pt`` file saved with ``torch.save(model)``.
+def load(name: str = "efficientnet-lite0", *, trust: bool = False) -> torch.nn.Module:
+    """Load a model by name (see :func:`available`) or from a model file.
 
-    Named models take images in [0, 1] and carry ``class_names`` and ``input_size``.
+    Named models take images in [0, 1] and carry ``class_names`` and ``input_size``. A model file may hold:
+
+    - a TorchScript module (``torch.jit.save(torch.jit.script(model), path)``): run by the TorchScript interpreter,
+      no Python code from the file is executed;
+    - a ``torch.export`` program (``torch.export.save(torch.export.export(model, example), "m.pt2")``): a graph and
+      its weights, loaded as its ``.module()``;
+    - a whole pickled module (``torch.save(model, path)``): unpickling runs whatever code the file names, so it is
+      loaded only with ``trust=True`` (``--trust-model-file``) -- do that only for files you made or trust.
+
+    A plain state dict holds no architecture: build the model in Python, ``load_state_dict`` it and pass the module.
+    Weights are always read with ``weights_only=True`` first, which cannot run code.
+
+    Raises:
+        ValueError: an unknown name, a state dict, or a pickled module without ``trust=True``.
+        FileNotFoundError: a model file that does not exist. TypeError: a file that holds no ``nn.Module``.
     """
     key = name.strip().lower().replace("_", "-")
     if key in _LOADERS:
         return _LOADERS[key]()
     path = Path(name)
-    if path.suffix in (".pt", ".pth") and path.exists():
-        model = torch.load(path, map_location="cpu", weights_only=False)
-        if isinstance(model, dict):
-            raise ValueError(f"{name} holds a state dict, not a model: save the whole module with torch.save(model) "
-                             "or a TorchScript module with torch.jit.save")
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"{name} does not hold an nn.Module (got {type(model).__name__})")
-        return model.eval()
-    if path.suffix in (".pt", ".pth"):
+    if path.suffix in MODEL_FILE_SUFFIXES and path.is_file():
+        return _load_model_file(path, trust=trust)
+    if path.suffix in MODEL_FILE_SUFFIXES:
         raise FileNotFoundError(f"model file {name} does not exist")
-    raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}, or a path to a .pt file")
+    raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}, or a path to a "
+                     f"{'/'.join(MODEL_FILE_SUFFIXES)} file")
 
 
-__all__ = ["AudioClassifier", "CommandsCNN", "command_clips", "commands_cnn", "two_command_clips",
+MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".pt2")
+
+
+def _is_torchscript(path: Path) -> bool:
+    """TorchScript archives are zip files with a ``code/`` folder of TorchScript source (no pickled Python code)."""
+    import zipfile
+
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any("/code/" in n or n.startswith("code/") for n in zf.namelist())
+
+
+def _load_model_file(path: Path, *, trust: bool) -> torch.nn.Module:
+    import pickle
+
+    if _is_torchscript(path):
+        return torch.jit.load(str(path), map_location="cpu").eval()
+    if path.suffix == ".pt2":   # torch.export.save: a graph and weights, no pickled Python objects
+        try:
+            return torch.export.load(str(path)).module()
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"{path} is not a readable torch.export file ({type(err).__name__}: {err})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" not in str(err).lower():   # not a refused Python object: the file is not a checkpoint at all
+            raise ValueError(f"{path} is not a readable PyTorch file (not a checkpoint saved by torch.save)") from None
+        if not trust:
+            raise ValueError(
+                f"{path} holds a pickled Python object, not just weights: loading it runs code named in the file "
+                "(refused). If you made this file or trust its source, pass trust=True (CLI: --trust-model-file); "
+                "safer: save with torch.export.save (a .pt2 file) or TorchScript") from None
+        obj = torch.load(path, map_location="cpu", weights_only=False)  # the user vouched for this file
+    except Exception as err:  # noqa: BLE001 - torch raises many types (KeyError, RuntimeError, EOFError) on junk
+        raise ValueError(f"{path} is not a readable PyTorch file ({type(err).__name__}: {err})") from None
+    if isinstance(obj, dict):
+        raise ValueError(f"{path} holds a state dict (weights without an architecture): build the model in Python, "
+                         "call load_state_dict on it and pass the module, or save it with torch.export.save (.pt2) "
+                         "or as TorchScript")
+    if not isinstance(obj, torch.nn.Module):
+        raise TypeError(f"{path} does not hold an nn.Module (got {type(obj).__name__})")
+    return obj.eval()
+
+
+__all__ = ["MODEL_FILE_SUFFIXES", "AudioClassifier", "CommandsCNN", "command_clips", "commands_cnn", "two_command_clips",
            "SentimentCNN", "TextClassifier", "sentiment_cnn", "sentiment_corpus",
            "ClutterCNN", "DigitsCNN", "ImageClassifier", "Normalize", "available", "cache_dir", "class_index",
            "digits_clutter_cnn", "digits_cnn", "efficientnet_lite0", "image_to_tensor", "imagenet_class_names",

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..data.images import ImageData
 from .store import ResultRecord
 
 RUN_METRICS = ("insertion", "deletion", "pointing")
@@ -51,10 +52,14 @@ def plan_items(data: str | Path, *, labels: str | Path | None = None, n_images: 
 
     A folder may hold ``labels.csv`` (columns ``file,label`` and optionally ``x0,y0,x1,y1``; one row per box) or
     ``labels.json`` (``{file: {"label": int, "boxes": [[x0, y0, x1, y1], ...]}}`` or a list of objects with a
-    ``file`` key); ``labels`` names such a file explicitly. Files named there but missing become failed items.
+    ``file`` key); ``labels`` names such a file explicitly. Files named there but missing become failed items, and
+    so do entries of the folder that are not images or are symbolic links leading out of it (nothing is skipped
+    without a word). Label keys are reduced to file names: a label file cannot point outside the folder.
     """
-    from ..data import image_files, list_suites
+    from ..data import list_suites, scan_images
 
+    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1):
+        raise ValueError(f"n_images must be a positive integer (or None for all items), got {n_images!r}")
     name = str(data)
     if not Path(name).exists() and name.replace("_", "-") in list_suites():
         from ..data import load_suite
@@ -75,17 +80,23 @@ def plan_items(data: str | Path, *, labels: str | Path | None = None, n_images: 
     label_path = Path(labels) if labels is not None else next(
         (folder / f for f in LABEL_FILES if (folder / f).exists()), None)
     table = _read_labels(label_path) if label_path is not None else {}
-    files = image_files([folder])
-    present = {f.name for f in files}
+    scan = scan_images([folder])
+    present = {f.name for f in scan.files}
     items: list[ItemSpec] = []
-    for f in files:
+    for f in scan.files:
         label, boxes = table.get(f.name, (None, []))
         items.append(ItemSpec(f.name, 0, str(f.resolve()), label, boxes))
+    for entry, why in scan.skipped:
+        if label_path is not None and entry.resolve() == label_path.resolve():
+            continue
+        label, boxes = table.get(entry.name, (None, []))
+        items.append(ItemSpec(entry.name, 0, str(folder.resolve() / entry.name), label, boxes,
+                              error=f"{entry.name} is {why}"))
+        present.add(entry.name)
     for fname, (label, boxes) in sorted(table.items()):
         if fname not in present:
-            reason = (f"the label file {label_path.name} names {fname}, which does not exist in {folder}"
-                      if not (folder / fname).exists() else f"{fname} is not an image file")
-            items.append(ItemSpec(fname, 0, str((folder / fname).resolve()), label, boxes, error=reason))
+            reason = f"the label file {label_path.name} names {fname}, which does not exist in {folder}"
+            items.append(ItemSpec(fname, 0, str(folder.resolve() / fname), label, boxes, error=reason))
     items.sort(key=lambda it: it.item_id)
     if n_images is not None:
         items = items[:n_images]
@@ -114,9 +125,10 @@ def _read_labels(path: Path) -> dict[str, tuple[int | None, list[tuple[int, int,
         for fname, e in entries:
             e = e if isinstance(e, dict) else {"label": e}
             boxes = e.get("boxes") or []
-            add(fname, e.get("label"), None)
+            name = Path(str(fname)).name   # a file name in the data folder, never a path elsewhere
+            add(name, e.get("label"), None)
             for b in boxes:
-                add(fname, e.get("label"), b)
+                add(name, e.get("label"), b)
         return out
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
@@ -134,28 +146,18 @@ def _read_labels(path: Path) -> dict[str, tuple[int | None, list[tuple[int, int,
 # the worker
 
 
-def read_image_file(path: str, channels: int, convert_modes: bool = False) -> tuple[np.ndarray, str | None]:
+def read_image_file(path: str, channels: int, convert_modes: bool = False,
+                    reduce_to: tuple[int, int] | None = None) -> ImageData:
     """Decode an image fully (a truncated file raises) for a model with ``channels`` input channels.
 
-    Returns (H, W, 3) uint8 for ``channels == 3`` or (H, W) uint8 for ``channels == 1``, and a note when the file
-    was converted. A file whose mode does not match (grey or palette for an RGB model, RGBA, RGB for a grey model)
-    raises ``ValueError`` naming the mode, unless ``convert_modes`` is set: silently dropping an alpha channel or
-    inventing colour changes what the model sees, so converting is the user's decision.
+    See :func:`pathxai.data.read_image` (the pixel limit applies). A file whose mode does not match (grey or palette
+    for an RGB model, RGBA, 16-bit, RGB for a grey model) raises :class:`pathxai.data.ImageReadError` naming the mode,
+    unless ``convert_modes`` is set: silently dropping an alpha channel or inventing colour changes what the model
+    sees, so converting is the user's decision. Conversions are recorded in the result's ``notes``.
     """
-    from PIL import Image
+    from ..data import read_image
 
-    expected = {1: "L", 3: "RGB"}.get(channels)
-    if expected is None:
-        raise ValueError(f"image files need a model with 1 or 3 input channels, got {channels}")
-    with Image.open(path) as img:
-        img.load()
-        mode = img.mode
-        if mode != expected and not convert_modes:
-            raise ValueError(f"image mode {mode} does not match the model's {channels}-channel input (mode "
-                             f"{expected}); pass convert_modes=True (--convert-modes) to convert it")
-        arr = np.asarray(img.convert(expected))
-    note = None if mode == expected else f"converted from PIL mode {mode} to {expected}"
-    return arr, note
+    return read_image(path, channels=channels, convert=convert_modes, reduce_to=reduce_to)
 
 
 class BadItem(Exception):
@@ -175,7 +177,7 @@ class Worker:
 
         torch.set_num_threads(int(config["threads_per_worker"]))
         self.config = config
-        self.model = load(config["model"])
+        self.model = load(config["model"], trust=bool(config.get("trust_model_file", False)))
         self.methods = {name: get_method(name)(self.model, batch_size=config["batch_size"], seed=config["seed"],
                                                progress=False, **config["method_params"].get(name, {}))
                         for name in config["methods"]}
@@ -186,20 +188,26 @@ class Worker:
             return torch.from_numpy(item.image).unsqueeze(0), mask, {}
         from ..models import image_to_tensor
 
-        channels = int(getattr(self.model, "input_shape", (3,))[0])
+        from ..data import ImageReadError
+
+        shape = getattr(self.model, "input_shape", (3,))
+        channels = int(shape[0])
         try:
-            arr, note = read_image_file(str(item.source), channels, bool(self.config.get("convert_modes", False)))
-        except ValueError as err:   # a mode mismatch is a bad item with a reason, not a crash
+            image = read_image_file(str(item.source), channels, bool(self.config.get("convert_modes", False)),
+                                    reduce_to=tuple(shape[1:3]) if len(shape) == 3 else None)
+        except ImageReadError as err:   # a mode mismatch, a truncated file, too many pixels: a bad item, no crash
             raise BadItem(str(err)) from None
+        arr = image.array
         x = self.model.preprocess(arr) if hasattr(self.model, "preprocess") else image_to_tensor(arr)
         mask = None
         if item.boxes:
             m = np.zeros(arr.shape[:2], dtype=np.float32)
-            for x0, y0, x1, y1 in item.boxes:
+            for box in item.boxes:   # boxes are given on the full-size image: follow a reduction
+                x0, y0, x1, y1 = (int(round(v * image.scale)) for v in box)
                 m[max(0, y0):max(0, y1), max(0, x0):max(0, x1)] = 1.0
             size = tuple(x.shape[-2:])
             mask = image_to_tensor(m, size)[:, 0] > 0.5
-        return x, mask, ({"note": note} if note else {})
+        return x, mask, ({"note": "; ".join(image.notes)} if image.notes else {})
 
     def process(self, shard: Sequence[tuple[ItemSpec, Sequence[str]]]) -> list[ResultRecord]:
         """Explain every (item, methods) of ``shard``; failures become records with the reason."""
