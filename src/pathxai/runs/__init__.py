@@ -5,9 +5,10 @@
     px.runs.write_report("runs/digits")         # runs/digits/report/index.html
 """
 from .api import RunTable, format_summary, load_run, run
-from .store import ResultRecord, RunStore
+from .store import CorruptResultError, ResultRecord, RunLockedError, RunStore
 
-__all__ = ["ResultRecord", "RunStore", "RunTable", "format_summary", "load_run", "run", "write_report"]
+__all__ = ["CorruptResultError", "ResultRecord", "RunLockedError", "RunStore", "RunTable", "format_summary",
+           "load_run", "run", "write_report"]
 
 
 def write_report(run_dir: str, out: str | None = None, **kwargs: object) -> "object":

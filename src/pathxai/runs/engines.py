@@ -1,6 +1,9 @@
 """Engines: who runs the workers. Each yields :class:`ResultRecord` lists shard by shard, in completion order.
 
 ``local``  one worker in this process (``workers=1``) or ``workers`` spawned processes, each loading the model once.
+           A worker process exits on its own when the driver dies (even by SIGKILL, which runs no clean-up), so no
+           orphaned worker keeps computing, and the multiprocessing resource tracker, which ends when its last
+           client is gone, follows.
 ``ray``    ``workers`` Ray actors (one CPU each, the model loaded once per actor), scheduled by Ray's actor pool;
            connects to ``ray_address`` or starts a local Ray instance with ``workers`` CPUs.
 """
@@ -8,6 +11,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
+import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any, Iterator, Sequence
 
@@ -17,10 +22,29 @@ from .work import ItemSpec, Worker
 Shard = Sequence[tuple[ItemSpec, Sequence[str]]]
 
 _WORKER: Worker | None = None
+PARENT_POLL_SECONDS = 0.5
 
 
-def _init_process(config: dict[str, Any]) -> None:
+def watch_parent(parent_pid: int, interval: float = PARENT_POLL_SECONDS) -> threading.Thread:
+    """Start a daemon thread that ends this process as soon as its parent ``parent_pid`` is gone.
+
+    A process whose parent dies is re-parented (to init or a subreaper), so ``os.getppid()`` changing is a
+    portable signal of the parent's death. Polling rather than ``prctl(PR_SET_PDEATHSIG)``: that is Linux-only and
+    fires when the *thread* that started the worker ends, which need not be the driver's main thread.
+    """
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(3)   # no clean-up to run: the driver owns the store, a half-computed shard is simply lost
+
+    thread = threading.Thread(target=watch, name="pathxai-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
+def _init_process(config: dict[str, Any], parent_pid: int) -> None:
     global _WORKER
+    watch_parent(parent_pid)   # first, so a driver killed while the model loads does not leave us behind
     _WORKER = Worker(config)
 
 
@@ -49,7 +73,7 @@ def run_local(config: dict[str, Any], shards: list[Shard], workers: int) -> Iter
     os.environ.update({"OMP_NUM_THREADS": env_threads, "MKL_NUM_THREADS": env_threads})
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_process, initargs=(config,)) as pool:
+                                 initializer=_init_process, initargs=(config, os.getpid())) as pool:
             # keep at most 2 shards per worker in flight, so a crash loses little queued work
             queue = list(shards)
             running = set()
