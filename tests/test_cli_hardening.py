@@ -386,3 +386,24 @@ def test_denoise_eval_says_which_direction_is_better(tmp_path):
     result = runner.invoke(app, ["denoise", "eval", str(run_dir), "-o", str(tmp_path / "eval")])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("lower is better for every score: val MSE/noisy")
+
+
+def test_map_error_adds_a_one_line_rule_for_a_library_exception(tmp_path, monkeypatch):
+    import pathxai.cli as cli
+    import pathxai.runs
+
+    class LockedError(RuntimeError):
+        pass
+
+    def locked(*args, **kwargs):
+        raise LockedError("run folder is in use by process 123")
+
+    monkeypatch.setattr(cli, "ERROR_RULES", list(cli.ERROR_RULES))
+    monkeypatch.setattr(pathxai.runs, "run", locked)
+    args = ["run", "digits", "-o", str(tmp_path / "run")]
+    assert _one_line_error(runner.invoke(app, args), exit_code=1).startswith("error: LockedError: run folder")
+    cli.map_error(LockedError, 75, "wait for it to finish")
+    cli.map_error(LockedError, 75, "wait for it to finish")   # idempotent
+    assert sum(LockedError in r.types for r in cli.ERROR_RULES) == 1
+    line = _one_line_error(runner.invoke(app, args), exit_code=75)
+    assert line == "error: run folder is in use by process 123 (wait for it to finish)"

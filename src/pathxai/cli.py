@@ -78,8 +78,11 @@ OPTIONAL_EXTRAS = {"ray": "ray", "e2cnn": "equivariant", "transformers": "text",
 def map_error(types: type[BaseException] | tuple[type[BaseException], ...], exit_code: int, hint: str = "",
               show_type: bool = False) -> None:
     """Report exceptions of ``types`` as one line with ``exit_code`` (checked before the default rules), e.g.
-    ``map_error(RunLockedError, 75, "another pathxai run is using this folder")``."""
-    ERROR_RULES.insert(0, ErrorRule(types if isinstance(types, tuple) else (types,), exit_code, hint, show_type))
+    ``map_error(RunLockedError, 75, "another pathxai run is using this folder")``. Calling it again with the same
+    rule does nothing, so a command may register a rule for a lazily imported exception each time it runs."""
+    rule = ErrorRule(types if isinstance(types, tuple) else (types,), exit_code, hint, show_type)
+    if rule not in ERROR_RULES:
+        ERROR_RULES.insert(0, rule)
 
 
 # the command in progress states what Ctrl-C leaves behind (see _interrupt_hint); reset for every invocation
