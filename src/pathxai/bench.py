@@ -201,17 +201,32 @@ def _peak_of_one_explanation(name: str, model: Any, x: torch.Tensor, target: Any
     return rss.peak
 
 
+def _measure_in_fresh_process(name: str, model: Any, x: torch.Tensor, target: Any, batch_size: int | str,
+                              params: dict[str, Any]) -> int:
+    """:func:`_peak_of_one_explanation` in a new spawned process (a warm allocator would hide growth)."""
+    import multiprocessing
+
+    pool = multiprocessing.get_context("spawn").Pool(1)
+    try:
+        return pool.apply(_peak_of_one_explanation, (name, model, x, target, batch_size, params))
+    finally:   # apply() has returned or raised: the worker is idle, so a clean shutdown never waits
+        pool.close()
+        pool.join()
+
+
 def memory_growth(name: str, model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, target: Any = None,
-                  *, base: int | None = None, batch_size: int | str = 4, **params: Any) -> MemoryResult | None:
+                  *, base: int | None = None, batch_size: int | str = 4,
+                  report: Callable[[str], None] | None = None, **params: Any) -> MemoryResult | None:
     """Peak RSS growth with the method's cost parameter at ``base`` and ``10 * base``; ``None`` if it has none.
+
+    ``report`` (e.g. ``print``) receives one line before and one after each measurement: the two fresh processes
+    take minutes on a large model, and a silent phase that long looks hung.
 
     Each value is measured in a fresh (spawned) process: in a warm process the allocator reuses pages a previous
     run left resident, which hides growth. The model, inputs and parameters are pickled to the child, so they must
     be picklable (bundled models are). One explanation per value; its peak includes one-time lazy initialisation
     (the same at both values).
     """
-    import multiprocessing
-
     cls = get_method(name)
     param = getattr(cls, "cost_param", None)
     if param is None:
@@ -220,15 +235,14 @@ def memory_growth(name: str, model: Callable[[torch.Tensor], torch.Tensor], x: t
         base = int(params.pop(param, None) or 20)
     params.pop(param, None)
     peaks = []
-    ctx = multiprocessing.get_context("spawn")
-    for value in (base, 10 * base):
-        pool = ctx.Pool(1)
-        try:
-            peaks.append(pool.apply(_peak_of_one_explanation,
-                                    (name, model, x, target, batch_size, {**params, param: value})))
-        finally:   # apply() has returned or raised: the worker is idle, so a clean shutdown never waits
-            pool.close()
-            pool.join()
+    for k, value in enumerate((base, 10 * base), start=1):
+        if report is not None:
+            report(f"{name} {param}={value} ({k}/2): measuring peak memory in a fresh process ...")
+        t0 = time.perf_counter()
+        peaks.append(_measure_in_fresh_process(name, model, x, target, batch_size, {**params, param: value}))
+        if report is not None:
+            report(f"{name} {param}={value} ({k}/2): peak RSS growth {peaks[-1] / 2**20:.1f} MiB "
+                   f"({time.perf_counter() - t0:.0f} s)")
     return MemoryResult(name, param, (base, 10 * base), (peaks[0], peaks[1]))
 
 

@@ -9,8 +9,16 @@ from typing import List, Optional
 
 import typer
 
-denoise_app = typer.Typer(add_completion=False, no_args_is_help=True, help=(
+# plain help (no rich markup eats "[...]"); errors are mapped to one line by the main app's group (pathxai.cli)
+denoise_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                          pretty_exceptions_enable=False, help=(
     "Rotation-equivariant denoising of synthetic cryo-EM images (spiral CNN vs cartesian vs steerable)."))
+
+
+# every score the denoiser commands print is an error: say which way is better
+LOWER_IS_BETTER = ("lower is better for every score: val MSE/noisy (denoised MSE over the noisy input's; < 1 means "
+                   "the denoiser helps), NMSE (MSE over the clean signal's power; 1 = predicting zeros), "
+                   "equivariance (|F(rotated x) - rotated F(x)| / |F(x)| on the disc; r<0.8: on the inner disc)")
 
 
 @denoise_app.command("train")
@@ -45,14 +53,13 @@ def train_cmd(
 
     if threads > 0:
         torch.set_num_threads(threads)
-    try:
-        config = RunConfig(arch=arch, snr=snr, size=size, n_train=n_train, n_val=n_val,  # type: ignore[arg-type]
-                           n_molecules=n_molecules, noise=noise, epochs=epochs, batch_size=batch_size, lr=lr,
-                           channels=channels, depth=depth, kernel_size=kernel_size, fields=fields,
-                           rotations=rotations, augment=augment, prefilter=prefilter, seed=seed)
-        config.data_config()
-    except (ValueError, TypeError) as err:
-        raise typer.BadParameter(str(err)) from None
+    # a bad setting raises ValueError/TypeError here, which the app reports in one line (exit code 2)
+    config = RunConfig(arch=arch, snr=snr, size=size, n_train=n_train, n_val=n_val,  # type: ignore[arg-type]
+                       n_molecules=n_molecules, noise=noise, epochs=epochs, batch_size=batch_size, lr=lr,
+                       channels=channels, depth=depth, kernel_size=kernel_size, fields=fields,
+                       rotations=rotations, augment=augment, prefilter=prefilter, seed=seed)
+    config.data_config()
+    typer.echo(LOWER_IS_BETTER)
 
     def show(rec) -> None:
         typer.echo(f"epoch {rec.epoch:3d}  val MSE/noisy {rec.val_rel_mse:.4f}  NMSE {rec.val_nmse:.4f}  "
@@ -75,17 +82,18 @@ def eval_cmd(
     import csv
     import io
 
+    from ..core.files import atomic_write_bytes
     from .data import make_cryo_em
-    from .experiment import _atomic_write_bytes, history_csv, load_run
+    from .experiment import history_csv, load_run
     from .plots import plot_curves
     from .train import evaluate
 
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out must name a folder for the outputs, but {out} is an existing file")
+    typer.echo(LOWER_IS_BETTER)
     rows, curves, csv_parts = [], {}, []
     for d in runs:
-        try:
-            config, model, history = load_run(d)
-        except (ValueError, FileNotFoundError) as err:
-            raise typer.BadParameter(str(err)) from None
+        config, model, history = load_run(d)   # ValueError / FileNotFoundError: reported in one line, exit 2
         overrides = {"n_train": 2}
         if n_val is not None:
             overrides["n_val"] = n_val
@@ -103,8 +111,8 @@ def eval_cmd(
     w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
     w.writeheader()
     w.writerows(rows)
-    _atomic_write_bytes(out / "eval.csv", buf.getvalue().encode())
+    atomic_write_bytes(out / "eval.csv", buf.getvalue().encode())
     merged = csv_parts[0] + "".join(p.split("\n", 1)[1] for p in csv_parts[1:])
-    _atomic_write_bytes(out / "curves.csv", merged.encode())
+    atomic_write_bytes(out / "curves.csv", merged.encode())
     plot_curves(curves, out / "curves.png")
     typer.echo(f"wrote {out / 'eval.csv'}, {out / 'curves.csv'}, {out / 'curves.png'}")

@@ -326,6 +326,24 @@ ENCODERS = {
     "all-minilm-l6-v2": minilm_sentence_encoder,
 }
 
-__all__ = ["ClutterEncoderNet", "ENCODERS", "ImageEncoder", "SentenceEncoder", "clutter_simclr",
+# The feature extractor bundled with each classifier: what a representation method (RELAX, no target) explains
+# when the command line is given the classifier's name. digits-clutter-cnn has none (clutter-simclr is a separate
+# self-supervised network, not its features).
+CLASSIFIER_ENCODERS = {
+    "efficientnet-lite0": "efficientnet-lite0-features",
+    "digits-cnn": "digits-cnn-features",
+}
+
+
+def encoder_for(model_name: str) -> str | None:
+    """The encoder name (a key of :data:`ENCODERS`) to explain for ``model_name``: the name itself if it is an
+    encoder, the classifier's bundled feature extractor (:data:`CLASSIFIER_ENCODERS`), else ``None``."""
+    key = model_name.strip().lower().replace("_", "-")
+    if key in ENCODERS:
+        return key
+    return CLASSIFIER_ENCODERS.get(key)
+
+
+__all__ = ["CLASSIFIER_ENCODERS", "ClutterEncoderNet", "ENCODERS", "encoder_for", "ImageEncoder", "SentenceEncoder", "clutter_simclr",
            "digits_cnn_features", "efficientnet_lite0_features", "linear_probe_accuracy", "minilm_sentence_encoder",
            "nt_xent", "simclr_augment", "train_clutter_simclr"]

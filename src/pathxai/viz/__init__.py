@@ -1,6 +1,6 @@
 """Plots: heatmap overlays, deletion/insertion curves, heatmap grids."""
 from .curves import save_curves, save_heatmap_grid
-from .heatmap import save_overlay, to_display_image
+from .heatmap import display_map, save_overlay, to_display_image
 from .path import save_path_strip
 
-__all__ = ["save_curves", "save_heatmap_grid", "save_overlay", "save_path_strip", "to_display_image"]
+__all__ = ["display_map", "save_curves", "save_heatmap_grid", "save_overlay", "save_path_strip", "to_display_image"]

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..core.files import atomic_path
-from .heatmap import _agg, heatmap_limits, to_display_image
+from .heatmap import _agg, display_map, to_display_image
 
 
 def _save(fig, path: str | Path, dpi: int = 110) -> Path:  # type: ignore[no-untyped-def]
@@ -75,11 +75,9 @@ def save_heatmap_grid(images: torch.Tensor, saliency: Mapping[str, torch.Tensor]
         if row_titles is not None:
             axes[i, 0].set_ylabel(str(row_titles[i])[:22], fontsize=7)
         for j, method in enumerate(methods, start=1):
-            sal = saliency[method][i].detach().cpu().numpy()
-            signed = bool(sal.min() < -0.05 * max(abs(float(sal.max())), 1e-12))
-            vmin, vmax = heatmap_limits(sal, signed)
+            d = display_map(saliency[method][i])   # same display rules as the single overlays
             axes[i, j].imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
-            axes[i, j].imshow(sal, cmap="bwr" if signed else "inferno", vmin=vmin, vmax=vmax, alpha=0.6)
+            axes[i, j].imshow(d.values, cmap="bwr" if d.signed else "inferno", vmin=d.vmin, vmax=d.vmax, alpha=0.6)
             if i == 0:
                 axes[i, j].set_title(method, fontsize=9)
     axes[0, 0].set_title("input", fontsize=9)
