@@ -407,3 +407,33 @@ def test_map_error_adds_a_one_line_rule_for_a_library_exception(tmp_path, monkey
     assert sum(LockedError in r.types for r in cli.ERROR_RULES) == 1
     line = _one_line_error(runner.invoke(app, args), exit_code=75)
     assert line == "error: run folder is in use by process 123 (wait for it to finish)"
+
+
+def test_run_and_report_errors_from_the_store_are_one_line(tmp_path):
+    """The run lock held by another writer, a report folder the report did not make, and a pickled model file in a
+    run: each one line with exit code 2; --force and --trust-model-file lift the last two."""
+    from pathxai.runs.store import RunStore
+
+    out = tmp_path / "run"
+    args = ["run", "digits", "--methods", "saliency", "-n", "2", "--steps", "3", "--no-progress", "--out", str(out)]
+    with RunStore(out):                                   # another process would hold this lock
+        result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "another process is writing the run" in result.output
+    assert runner.invoke(app, args).exit_code == 0
+    taken = tmp_path / "mine"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("keep me")
+    result = runner.invoke(app, ["report", str(out), "--out", str(taken)])
+    assert result.exit_code == 2 and "--force" in result.output and "Traceback" not in result.output
+    assert runner.invoke(app, ["report", str(out), "--out", str(taken), "--force"]).exit_code == 0
+    assert (taken / "notes.txt").read_text() == "keep me" and (taken / "index.html").exists()
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    torch.save(model, tmp_path / "whole.pt")
+    pickled = ["run", "digits", "--model", str(tmp_path / "whole.pt"), "--methods", "saliency", "-n", "2",
+               "--steps", "3", "--no-progress"]
+    result = runner.invoke(app, pickled + ["--out", str(tmp_path / "p1")])
+    assert result.exit_code == 2 and "--trust-model-file" in result.output
+    result = runner.invoke(app, pickled + ["--out", str(tmp_path / "p2"), "--trust-model-file"])
+    assert result.exit_code == 0, result.output

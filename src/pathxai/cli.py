@@ -780,9 +780,12 @@ def run_cmd(
                                        help="Convert images whose mode does not fit the model (grey/RGBA/palette "
                                             "for an RGB model) instead of recording them as failed."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar."),
+    trust_model_file: bool = typer.Option(False, "--trust-model-file", help=TRUST_HELP),
 ) -> None:
     """Explain a whole data set into a resumable store (killed runs resume where they stopped)."""
-    from .runs import format_summary, run
+    from .runs import RunLockedError, format_summary, run
+
+    map_error(RunLockedError, 2)
 
     names = _split_names(methods)
     metric_names = _split_names(metrics)
@@ -793,7 +796,7 @@ def run_cmd(
     table = run(data, names, out=out, model=model, metrics=metric_names, engine=engine, workers=workers,
                 ray_address=ray_address, labels=labels, n_images=n_images, seed=seed, batch_size=batch_size,
                 steps=steps, shard_size=shard_size, method_params=overrides,
-                convert_modes=convert_modes, progress=progress)
+                convert_modes=convert_modes, trust_model_file=trust_model_file, progress=progress)
     typer.echo(format_summary(table))
     typer.echo(f"results in {out} (summary.json); browse with: pathxai report {out}")
 
@@ -803,13 +806,16 @@ def report_cmd(
     run_dir: Path = typer.Argument(..., help="A run directory written by `pathxai run`."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder (default: RUN_DIR/report)."),
     max_images: int = typer.Option(50, "--max-images", help="Images shown with heatmaps (the table has all)."),
+    force: bool = typer.Option(False, "--force",
+                               help="Write into a non-empty folder that holds no earlier report (files of the same "
+                                    "name are overwritten; nothing else there is deleted)."),
 ) -> None:
     """Write a static HTML report of a run: sortable table, curves, heatmaps, ablation-path sliders."""
     from .runs.report import write_report
 
     if out is not None:
         _output_dir(out)
-    path = write_report(run_dir, out, max_images=max_images)
+    path = write_report(run_dir, out, max_images=max_images, force=force)
     typer.echo(f"wrote {path}")
 
 
