@@ -64,7 +64,7 @@ def load_input(model: str = "efficientnet-lite0-features") -> tuple[torch.Tensor
     if model == "efficientnet-lite0-features":
         img = px.data.sample_images(["chelsea"])[0].image
         return px.models.load("efficientnet-lite0").preprocess(img), enc
-    x, _ = px.data.suites.clutter_dataset("test", 1)
+    x, _ = px.data.clutter_dataset("test", 1)
     return x, enc
 
 

@@ -496,7 +496,7 @@ def test_digits_features_encoder():
 @pytest.mark.slow
 def test_clutter_simclr_encoder_is_trained_without_labels_and_cached():
     enc = px.models.load("clutter-simclr")
-    x, _ = px.data.suites.clutter_dataset("test", 4)
+    x, _ = px.data.clutter_dataset("test", 4)
     h = enc(x)
     assert h.shape == (4, 64) and (h >= 0).all()
     assert set(enc.info) >= {"loss_first_epoch", "loss_last_epoch", "linear_probe_accuracy"}

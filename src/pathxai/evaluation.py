@@ -30,7 +30,7 @@ import torch
 from . import metrics as M
 from .core import get_method
 from .core.files import atomic_path
-from .data import load_suite
+from .suites import load_suite
 
 METRIC_NAMES = ("insertion", "deletion", "pointing", "sensitivity_n")
 INSERTION_BASELINE = {"photos": "blur", "digits": "zero", "digits-clutter": "zero"}
@@ -161,7 +161,7 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
     """Explain ``n_images`` items of ``suite`` with every method and score every explanation with every metric.
 
     Args:
-        suite: a name from :func:`pathxai.data.list_suites`.
+        suite: a name from :func:`pathxai.suites.list_suites`.
         methods: registered method names; ``method_params`` gives per-method constructor parameters.
         metrics: names from :data:`METRIC_NAMES`.
         steps: points of the insertion/deletion curves.

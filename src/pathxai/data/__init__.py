@@ -1,16 +1,39 @@
-"""Bundled sample data: scikit-image photos with known ImageNet classes, digits, image loading."""
+"""Bundled sample data: scikit-image photos with known ImageNet classes, digits, clutter canvases, image loading.
+
+``data`` holds images and their ground truth only; it imports no model and no suite. The evaluation suites, which
+bind data to a model, live in :mod:`pathxai.suites`; ``px.data.load_suite``, ``list_suites``, ``Suite``,
+``SuiteItem`` and ``save_item_png`` are kept here as lazy aliases (resolved by the module ``__getattr__`` on first
+use, so ``import pathxai.data`` stays free of models), as is the old module ``pathxai.data.suites``.
+"""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
+from .clutter import CLUTTER_SIZE, clutter_dataset, render_clutter
 from .digits import digits
+from .ground_truth import INK_THRESHOLD, Box, box_of
 from .images import (IMAGE_SUFFIXES, FolderScan, ImageData, ImageReadError, max_image_pixels, read_image,
                      scan_images)
-from .suites import Suite, SuiteItem, list_suites, load_suite, save_item_png
+
+# names that moved to pathxai.suites (which sits above data and models), resolved lazily by __getattr__
+_SUITE_NAMES = ("Suite", "SuiteItem", "list_suites", "load_suite", "save_item_png")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUITE_NAMES:
+        return getattr(importlib.import_module("pathxai.suites"), name)
+    if name == "suites":   # the deprecated alias module (see pathxai.data.suites)
+        return importlib.import_module("pathxai.data.suites")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUITE_NAMES))
 
 
 @dataclass(frozen=True)
@@ -59,6 +82,7 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
     return scan_images(list(paths)).files
 
 
-__all__ = ["FolderScan", "IMAGE_SUFFIXES", "ImageData", "ImageReadError", "max_image_pixels", "read_image",
-           "scan_images", "SampleImage", "Suite", "SuiteItem", "digits", "image_files", "list_suites", "load_image", "load_suite",
+__all__ = ["Box", "CLUTTER_SIZE", "FolderScan", "IMAGE_SUFFIXES", "INK_THRESHOLD", "ImageData", "ImageReadError",
+           "box_of", "clutter_dataset", "max_image_pixels", "read_image", "render_clutter", "scan_images",
+           "SampleImage", "Suite", "SuiteItem", "digits", "image_files", "list_suites", "load_image", "load_suite",
            "sample_images", "save_item_png"]

