@@ -55,6 +55,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.seeding import numpy_rng
+from ..core.validation import check_seed
 from .digits import digits
 
 Box = tuple[int, int, int, int]
@@ -628,6 +629,7 @@ def load_suite(name: str, n_images: int | None = None, seed: int = 0, **options:
     if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer))
                                  or n_images < 1):
         raise ValueError(f"n_images must be a positive int or None, got {n_images!r}")
+    seed = check_seed(seed)  # int(seed) used to truncate 1.5 to 1 and seeds wrap modulo 2**64
     spec = _SUITES[key]
     try:
         rows, info = spec.build(None if n_images is None else int(n_images), int(seed), **options)
