@@ -275,6 +275,23 @@ def test_metric_parameters_are_checked_before_any_model_call(digits_model, digit
     assert model.calls == 0
 
 
+def test_public_helpers_check_their_ranges(monkeypatch):
+    from pathxai.methods import relax_masks, rise_masks
+
+    idx = torch.arange(2)
+    with pytest.raises(ValueError, match="grid must be an integer >= 1"):
+        rise_masks(idx, 0, 8, 8, grid=0)
+    with pytest.raises(ValueError, match=r"p must lie in \[0.0, 1.0\], got nan"):
+        rise_masks(idx, 0, 8, 8, p=NAN)
+    with pytest.raises(ValueError, match=r"p must lie in \[0.0, 1.0\], got 1.5"):
+        relax_masks(idx, 0, (8, 8), p=1.5)
+    with pytest.raises(ValueError, match="memory_budget must be an integer >= 1"):
+        px.core.BatchedEvaluator(lambda t: t, memory_budget=0)
+    monkeypatch.setenv("PATHXAI_MEMORY_BUDGET", "nan")
+    with pytest.raises(ValueError, match="PATHXAI_MEMORY_BUDGET must be a number of bytes >= 1, got 'nan'"):
+        px.core.evaluator.default_memory_budget()
+
+
 # ---------------------------------------------------------------------------------------------- 4. seeds
 def test_seeds_must_lie_in_0_to_2_to_the_63(digits_model):
     from pathxai.core.seeding import item_generator, item_seed, numpy_rng

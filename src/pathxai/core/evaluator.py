@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .files import atomic_write_text
 from .validation import (GRADIENT_CAUSE, MODEL_OUTPUT_CAUSE, TARGET_SCORE_CAUSE, check_finite,
-                         check_model_output)
+                         check_model_output, check_positive_int)
 
 AUTO = "auto"
 _CANDIDATE_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -43,7 +44,13 @@ def default_memory_budget() -> int:
     """Bytes the evaluator may use for activations of one chunk: ``PATHXAI_MEMORY_BUDGET`` or 1/4 of free RAM."""
     env = os.environ.get("PATHXAI_MEMORY_BUDGET")
     if env:
-        return int(float(env))
+        try:
+            value = float(env)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 1:
+            raise ValueError(f"environment variable PATHXAI_MEMORY_BUDGET must be a number of bytes >= 1, got {env!r}")
+        return int(value)
     try:
         pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return max(256 * 2**20, min(int(pages) // 4, 8 * 2**30))
@@ -308,7 +315,7 @@ class BatchedEvaluator:
         self.model = model
         self.batch_size = check_batch_size(batch_size)
         self.progress = progress
-        self.memory_budget = memory_budget
+        self.memory_budget = None if memory_budget is None else check_positive_int(memory_budget, "memory_budget")
         self.n_forward = 0
         self.n_gradient = 0
         self.n_probe = 0

@@ -179,6 +179,8 @@ def masks_and_cells(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid
     with n_cells = grid² for images (row-major) and L for tokens."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    grid, p = check_positive_int(grid, "grid"), check_fraction(p, "p")
+    stratum = check_positive_int(stratum, "stratum")
     if len(shape) == 1:
         cells, _ = _cells(index, seed, int(shape[0]), p, sampling, stratum, stream)
         return cells, cells

@@ -23,6 +23,8 @@ def rise_masks(index: torch.Tensor, seed: int, height: int, width: int, grid: in
     Each mask: a ``grid x grid`` Bernoulli(p) grid, bilinearly upsampled to ((grid + 1) * cell) with
     cell = ceil(size / grid), then cropped at a random shift in [0, cell) -- the paper's construction.
     """
+    height, width = check_positive_int(height, "height"), check_positive_int(width, "width")
+    grid, p = check_positive_int(grid, "grid"), check_fraction(p, "p")
     cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
     up_h, up_w = (grid + 1) * cell_h, (grid + 1) * cell_w
     out = torch.empty(len(index), height, width)
