@@ -72,7 +72,8 @@ class Cost:
         param: the constructor parameter that scales the cost (e.g. ``"n_steps"``), for the message.
         value: that parameter's value.
         detail: how the estimate was formed, e.g. ``"3 inputs x 50 steps"``.
-        bytes_param, bytes_detail: the same for the memory estimate, when another parameter drives it.
+        bytes_param, bytes_value, bytes_detail: the same for the memory estimate, when another parameter drives it.
+        hint: how to lower the cost, when "lower <param>" is not it (e.g. "raise tolerance").
     """
 
     evaluations: float = 0.0
@@ -81,7 +82,9 @@ class Cost:
     value: Any = None
     detail: str = ""
     bytes_param: str | None = None
+    bytes_value: Any = None
     bytes_detail: str = ""
+    hint: str = ""
 
 
 # overrides per thread / task, as an immutable tuple of (name, value) pairs
@@ -158,20 +161,22 @@ def check(cost: Cost, what: str, *, warn: bool = True) -> Cost:
     lim = current()
     setting = f" with {cost.param}={cost.value!r}" if cost.param else ""
     how = f" ({cost.detail})" if cost.detail else ""
-    lower = f"lower {cost.param} or explain fewer inputs per call" if cost.param else "explain fewer inputs per call"
+    remedy = cost.hint or (f"lower {cost.param}" if cost.param else "")
+    lower = f"{remedy} or explain fewer inputs per call" if remedy else "explain fewer inputs per call"
     if cost.evaluations > lim.max_evaluations:
         raise ResourceLimitError(
             f"{what}{setting} needs about {_fmt(cost.evaluations)} model evaluations{how}, above the limit of "
             f"{_fmt(lim.max_evaluations)} (PATHXAI_MAX_EVALUATIONS); {lower}, or lift the limit: set the environment "
             "variable PATHXAI_MAX_EVALUATIONS (a number or 'inf') or use "
             "`with pathxai.core.limits.override(max_evaluations=...)`")
-    bsetting = f" with {cost.bytes_param}" if cost.bytes_param else setting
+    bsetting = f" with {cost.bytes_param}={cost.bytes_value!r}" if cost.bytes_param else setting
     bhow = f" ({cost.bytes_detail})" if cost.bytes_detail else ""
+    bremedy = f"lower {cost.bytes_param}" if cost.bytes_param else (cost.hint or f"lower {cost.param or 'the setting'}")
     if cost.bytes > lim.max_bytes:
         raise ResourceLimitError(
             f"{what}{bsetting} would allocate about {_fmt_bytes(cost.bytes)} up front{bhow}, above the limit of "
-            f"{_fmt_bytes(lim.max_bytes)} (PATHXAI_MAX_BYTES); lower {cost.bytes_param or cost.param or 'the setting'}"
-            ", or lift the limit: set the environment variable PATHXAI_MAX_BYTES (bytes, or 'inf') or use "
+            f"{_fmt_bytes(lim.max_bytes)} (PATHXAI_MAX_BYTES); {bremedy}, or lift the limit: set the environment "
+            "variable PATHXAI_MAX_BYTES (bytes, or 'inf') or use "
             "`with pathxai.core.limits.override(max_bytes=...)`")
     if warn and cost.evaluations > lim.warn_evaluations:
         warnings.warn(f"{what}{setting} needs about {_fmt(cost.evaluations)} model evaluations{how} (warning bound "

@@ -65,7 +65,8 @@ class Occlusion(Method):
         per = (math.ceil((h - window) / stride) + 1) * (math.ceil((w - window) / stride) + 1)
         param = "stride" if self.stride is not None else "window" if self.window is not None else None
         return Cost(evaluations=n * (per + 1), bytes=4.0 * per * h * w + 4.0 * n * h * w, param=param,
-                    value=None if param is None else getattr(self, param), detail=f"{n} input(s) x {per} windows")
+                    value=None if param is None else getattr(self, param), detail=f"{n} input(s) x {per} windows",
+                    hint="use a larger window or stride")
 
     def geometry(self, h: int, w: int) -> tuple[int, int, list[tuple[int, int]]]:
         """(window, stride, [(top, left), ...]) for an H x W input."""

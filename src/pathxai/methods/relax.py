@@ -587,7 +587,8 @@ class RELAX(Method):
         evaluations = n * (self.n_masks + 1)
         detail = f"{n} input(s) x {self.n_masks} masks"
         if input_shape is None or len(input_shape) not in (3, 4):
-            return Cost(evaluations=evaluations, param=self._cost_name(), value=self._cost_value(), detail=detail)
+            return Cost(evaluations=evaluations, param=self._cost_name(), value=self._cost_value(), detail=detail,
+                        hint=self._cost_hint())
         if len(input_shape) == 4:
             h, w = int(input_shape[2]), int(input_shape[3])
             pixels, cells = h * w, self.grid * self.grid
@@ -603,7 +604,11 @@ class RELAX(Method):
             d = cells + 1
             memory += 16.0 * (d * d + n * d + n * pixels + pixels + cells * pixels) + 8.0 * cells * pixels
         return Cost(evaluations=evaluations, bytes=memory, param=self._cost_name(), value=self._cost_value(),
-                    detail=detail, bytes_param="grid" if len(input_shape) == 4 else None)
+                    detail=detail, bytes_param="grid" if len(input_shape) == 4 else None, bytes_value=self.grid,
+                    hint=self._cost_hint())
+
+    def _cost_hint(self) -> str:
+        return "raise tolerance (or delta)" if self.tolerance is not None else ""
 
     def _cost_name(self) -> str:
         return "tolerance" if self.tolerance is not None else "n_masks"

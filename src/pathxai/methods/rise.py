@@ -73,7 +73,8 @@ class RISE(Method):
             up = (self.grid + 1) ** 2 * math.ceil(h / self.grid) * math.ceil(w / self.grid)
             memory = 4.0 * (up + (n + self.grid * self.grid) + 2 * n * h * w)
         return Cost(evaluations=n * self.n_masks, bytes=memory, param="n_masks", value=self.n_masks,
-                    detail=f"{n} input(s) x {self.n_masks} masks", bytes_param="grid" if memory else None)
+                    detail=f"{n} input(s) x {self.n_masks} masks", bytes_param="grid" if memory else None,
+                    bytes_value=self.grid)
 
     def params(self) -> dict[str, Any]:
         return {"n_masks": self.n_masks, "grid": self.grid, "p": self.p, "score": self.score}
