@@ -96,7 +96,8 @@ BAD_PARAMS: dict[str, list[tuple[str, object]]] = {
     "lime": [("n_samples", 1), ("n_samples", 10**9), ("grid", 0), ("groups", "patches")],
     "kernel_shap": [("n_samples", 1), ("n_samples", 10**9), ("grid", 0), ("groups", "patches")],
     "energy_occlusion": [("baseline", NAN), ("baseline", INF), ("baseline", "zero"), ("whole_structure", "yes"),
-                         ("region", []), ("groups", "features")],
+                         ("region", []), ("region", [1.5]), ("region", [-1]), ("region", "0"),
+                         ("groups", "features")],
     "sointer": [("interpreter", "trained.pt")],
     "l2x": [("interpreter", None)],
 }

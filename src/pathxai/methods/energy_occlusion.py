@@ -25,7 +25,7 @@ import torch
 
 from ..core import Method, Target, register_method
 from ..core.limits import Cost
-from ..core.validation import check_bool, check_finite, check_finite_float, check_input
+from ..core.validation import check_bool, check_finite, check_finite_float, check_input, check_positive_int
 from ..structured.energy import BaseEnergy, harden
 from ..structured.groups import check_groups, n_groups
 
@@ -67,7 +67,10 @@ class EnergyOcclusion(Method):
         self.energy = energy.eval()
         self.groups = groups
         self.baseline = float(baseline)
-        self.region = None if region is None else [int(r) for r in region]
+        if region is not None and (isinstance(region, (str, bytes)) or not hasattr(region, "__iter__")):
+            raise TypeError(f"region must be a sequence of output indices, got {region!r}")
+        # int(1.5) would silently explain output 1: indices must be integers
+        self.region = None if region is None else [check_positive_int(r, "region entries", minimum=0) for r in region]
         if self.region is not None and not self.region:
             raise ValueError("region selects no output variable (got an empty selection); select at least one")
         self.whole_structure = check_bool(whole_structure, "whole_structure")
