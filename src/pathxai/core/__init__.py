@@ -1,4 +1,5 @@
-"""Core pieces every method and metric shares: results, targets, batched evaluation, validation, seeding."""
+"""Core pieces every method and metric shares: results, targets, batched evaluation, validation, seeding, and the
+resource limits (:mod:`pathxai.core.limits`) checked before any work starts."""
 from . import limits
 from .baselines import gaussian_blur, make_baseline
 from .evaluator import (AUTO, BatchedEvaluator, GradientUnavailableError, accumulate_rows, clear_auto_cache,
