@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import pathxai as px
-from method_params import FAST_PARAMS, assert_rejects_bad_inputs
+from method_params import (BAD_PARAMS, COMMON_BAD_PARAMS, FAST_PARAMS, STRUCTURED_FEATURES, STRUCTURED_OUTPUTS,
+                           assert_rejects_bad_inputs, required_params)
 
 IMAGE_METHODS = [name for name in px.list_methods() if 4 in px.get_method(name).input_ndim
                  and px.get_method(name).needs_target]
@@ -160,3 +161,125 @@ def test_bad_constructor_arguments(name, digits_model):
         px.get_method(name)(digits_model, batch_size="big")
     with pytest.raises(TypeError, match="model must be callable"):
         px.get_method(name)(42)
+
+
+# ---------------------------------------------------------------------------------------------- model and autograd
+class NanOutput(DictOutput):
+    """The wrapped network with every output NaN (a diverged model); keeps its declared input shape."""
+
+    def __init__(self, net):
+        super().__init__(net)
+        if hasattr(net, "input_shape"):
+            self.input_shape = net.input_shape
+
+    def forward(self, inp):
+        return self.net(inp) * float("nan")
+
+
+class DetachedOutput(NanOutput):
+    """The wrapped network's output cut from the autograd graph (as a model going through NumPy would be)."""
+
+    def forward(self, inp):
+        return self.net(inp).detach()
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_a_model_with_nan_outputs_is_refused(name, digits_model, digit_batch):
+    x, _ = digit_batch
+    # a class target probes the model first; a callable target goes straight to the method's own evaluations
+    for target in (1, lambda out: out[:, 1]):
+        with pytest.raises(ValueError, match=r"model output contains NaN/Inf for \d+ item\(s\) \[.*\].*likely causes"):
+            make(name, NanOutput(digits_model), batch_size=4).explain(x, target)
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_explain_under_no_grad_gives_the_same_result(name, digits_model, digit_batch):
+    x, y = digit_batch
+    expected = make(name, digits_model, batch_size=2).explain(x, y).attribution
+    with torch.no_grad():  # the evaluator switches grad on where it needs it
+        assert torch.equal(make(name, digits_model, batch_size=2).explain(x, y).attribution, expected)
+
+
+@pytest.mark.parametrize("name", IMAGE_METHODS)
+def test_missing_gradients_are_explained(name, digits_model, digit_batch):
+    """Under inference mode, or with a model whose output is cut from the graph, a method either needs no gradient
+    (and gives its usual result) or says why it cannot run -- never autograd's 'element 0 of tensors does not
+    require grad'."""
+    x, y = digit_batch
+    expected = make(name, digits_model, batch_size=2).explain(x, y).attribution
+    try:
+        with torch.inference_mode():
+            got = make(name, digits_model, batch_size=2).explain(x, y).attribution
+    except px.core.GradientUnavailableError as err:
+        assert "call explain outside torch.inference_mode()" in str(err)
+    else:
+        assert torch.equal(got, expected)
+    try:
+        got = make(name, DetachedOutput(digits_model), batch_size=2).explain(x, y).attribution
+    except px.core.GradientUnavailableError as err:
+        assert "does not depend differentiably" in str(err) and "occlusion" in str(err)
+    else:
+        assert torch.equal(got, expected)
+
+
+# ---------------------------------------------------------------------------------------------- every registered method
+class Tripwire(torch.nn.Module):
+    """The digits CNN's layers (Grad-CAM finds its conv layer), but calling it fails the test."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.calls = 0
+
+    def forward(self, inp):
+        self.calls += 1
+        raise AssertionError("the model was evaluated while a method was being constructed")
+
+
+def test_every_registered_method_has_a_bad_parameter_table():
+    missing = sorted(set(px.list_methods()) - set(BAD_PARAMS))
+    assert not missing, f"add the out-of-range parameters of {missing} to BAD_PARAMS in tests/method_params.py"
+
+
+@pytest.mark.parametrize("name", px.list_methods())
+def test_out_of_range_parameters_are_refused_at_construction(name, digits_model):
+    model = Tripwire(digits_model)
+    cls = px.get_method(name)
+    cls(model, **required_params(name))  # the defaults are valid
+    problems = []
+    for param, value in COMMON_BAD_PARAMS + BAD_PARAMS.get(name, []):
+        try:
+            cls(model, **{**required_params(name), param: value})
+        except (ValueError, TypeError) as err:
+            if param not in str(err):
+                problems.append(f"{param}={value!r}: the message does not name {param}: {err}")
+        else:
+            problems.append(f"{param}={value!r} was accepted")
+    assert not problems, f"{name}: " + "; ".join(problems)
+    assert model.calls == 0
+
+
+@pytest.mark.parametrize("name", px.list_methods())
+def test_every_method_refuses_a_model_with_nan_outputs(name, digits_model, digit_batch):
+    from pathxai.models.encoders import digits_cnn_features
+
+    cls = px.get_method(name)
+    if not cls.needs_target:
+        model, x, target = NanOutput(digits_cnn_features()), digit_batch[0], None
+    elif 4 in cls.input_ndim:
+        model, x, target = NanOutput(digits_model), digit_batch[0], 1
+    else:  # structured black boxes (N, D) -> (N, L)
+        net = torch.nn.Sequential(torch.nn.Linear(STRUCTURED_FEATURES, STRUCTURED_OUTPUTS), torch.nn.Sigmoid())
+        model = NanOutput(net)
+        x, target = torch.rand(3, STRUCTURED_FEATURES), 3
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    method = cls(model, batch_size=4, **{**FAST_PARAMS.get(name, {}), **required_params(name)})
+    with pytest.raises(ValueError, match=r"model output contains NaN/Inf"):
+        method.explain(x, target)
+    if cls.needs_target and 4 not in cls.input_ndim and name != "energy_occlusion":
+        # learned selectors (SOInter, L2X) explain with their interpreter: with target=None the black box is not
+        # evaluated at all, so there is nothing to refuse
+        calls.clear()
+        e = method.explain(x, None)
+        assert not calls and e.meta["model_evaluations"] == 0 and torch.isfinite(e.attribution).all()

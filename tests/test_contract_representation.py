@@ -201,3 +201,32 @@ def test_token_inputs(name):
     if 2 not in px.get_method(name).input_ndim:
         with pytest.raises(ValueError, match=r"x must have shape \(N, C, H, W\) or \(N, L, D\).*got shape \(5, 6\)"):
             make(name, enc).explain(x[0])
+
+
+class DetachedOutput(DictOutput):
+    """The encoder's representation cut from the autograd graph (as an encoder going through NumPy would be)."""
+
+    def forward(self, inp):
+        return self.net(inp).detach()
+
+
+@pytest.mark.parametrize("name", REPRESENTATION_METHODS)
+def test_explain_under_no_grad_and_missing_gradients(name, encoder, batch):
+    """``torch.no_grad()`` is lifted by the evaluator; inference mode and a detached representation either do not
+    matter (perturbation methods) or are named -- never autograd's 'element 0 of tensors does not require grad'."""
+    expected = make(name, encoder, batch_size=2).explain(batch).attribution
+    with torch.no_grad():
+        assert torch.equal(make(name, encoder, batch_size=2).explain(batch).attribution, expected)
+    try:
+        with torch.inference_mode():
+            got = make(name, encoder, batch_size=2).explain(batch).attribution
+    except px.core.GradientUnavailableError as err:
+        assert "call explain outside torch.inference_mode()" in str(err)
+    else:
+        assert torch.equal(got, expected)
+    try:
+        got = make(name, DetachedOutput(encoder), batch_size=2).explain(batch).attribution
+    except px.core.GradientUnavailableError as err:
+        assert "does not depend differentiably" in str(err) and "occlusion" in str(err)
+    else:
+        assert torch.equal(got, expected)

@@ -29,6 +29,7 @@ import torch
 
 from . import metrics as M
 from .core import get_method
+from .core.validation import check_positive_int, check_seed
 from .core.files import atomic_path
 from .suites import load_suite
 
@@ -172,6 +173,15 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
         raise ValueError(f"unknown metric(s) {unknown}; available: {', '.join(METRIC_NAMES)}")
     if not methods:
         raise ValueError("methods must name at least one method")
+    # checked before the suite is built (which can take minutes): a bad number should fail at once
+    seed = check_seed(seed)
+    steps = check_positive_int(steps, "steps")
+    image_batch = check_positive_int(image_batch, "image_batch")
+    if n_images is not None:
+        n_images = check_positive_int(n_images, "n_images")
+    if not isinstance(normalisation, str) or normalisation.lower() not in M.NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {', '.join(map(repr, M.NORMALISATIONS))}, got "
+                         f"{normalisation!r}")
     classes = {m: get_method(m) for m in methods}
     data = load_suite(suite, n_images=n_images, seed=seed)
     model = data.model()

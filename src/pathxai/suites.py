@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from .core.seeding import numpy_rng
+from .core.validation import check_seed
 from .data.clutter import clutter_dataset
 from .data.digits import digits
 from .data.ground_truth import INK_THRESHOLD, Box, box_of
@@ -301,7 +302,7 @@ def load_suite(name: str, n_images: int | None = None, seed: int = 0, **options:
     if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer))
                                  or n_images < 1):
         raise ValueError(f"n_images must be a positive int or None, got {n_images!r}")
-    _check_seed(seed)
+    seed = check_seed(seed)  # int(seed) used to truncate 1.5 to 1, and seeds wrap modulo 2**64
     spec = _SUITES[key]
     try:
         rows, info = spec.build(None if n_images is None else int(n_images), int(seed), **options)
@@ -322,12 +323,6 @@ def load_suite(name: str, n_images: int | None = None, seed: int = 0, **options:
                                [tuple(int(v) for v in b) for b in r["boxes"]], mask, bool(r.get("difficult", False)),
                                r.get("meta", {})))
     return Suite(key, items, spec.model_name, int(seed), spec.description, info)
-
-
-def _check_seed(seed: Any) -> None:
-    """A suite seed is an int in [0, 2**63) (what :func:`pathxai.core.seeding.item_seed` mixes without loss)."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2 ** 63:
-        raise ValueError(f"seed must be an int in [0, 2**63), got {seed!r}")
 
 
 def _class_names(model_name: str) -> list[str]:

@@ -2,22 +2,44 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Union
 
 import torch
 import torch.nn.functional as F
 
 from .seeding import item_generator
+from .validation import check_finite_float, check_positive_float
 
 BaselineLike = Union[str, float, int, torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
 BASELINE_NAMES = ("zero", "mean", "blur", "uniform", "gaussian")
 
 
+# Kernels wider than this are never built whole: the blur clips them to the image anyway (see gaussian_blur), and a
+# sigma of 1e9 px would otherwise allocate a 6e9-tap kernel (48 GB) before the clipping.
+_MAX_KERNEL_RADIUS = 10**5
+
+
 def gaussian_kernel1d(sigma: float, truncate: float = 3.0) -> torch.Tensor:
-    """Normalised 1-D Gaussian kernel of radius ``ceil(truncate * sigma)`` (shape (2r+1,))."""
+    """Normalised 1-D Gaussian kernel of radius ``ceil(truncate * sigma)`` (shape (2r+1,)); ``sigma = 0`` gives [1].
+
+    ``sigma`` must be a finite number >= 0 and the radius at most 100,000 taps.
+    """
+    sigma = check_positive_float(sigma, "sigma", allow_zero=True)
+    truncate = check_positive_float(truncate, "truncate")
     if sigma <= 0:
         return torch.ones(1)
     radius = max(1, int(math.ceil(truncate * sigma)))
+    if radius > _MAX_KERNEL_RADIUS:
+        raise ValueError(f"sigma={sigma:g} gives a Gaussian kernel of radius {radius} taps, more than "
+                         f"{_MAX_KERNEL_RADIUS}; use a smaller sigma (gaussian_blur clips wide kernels to the image)")
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    return (k / k.sum()).float()
+
+
+def _clipped_kernel(sigma: float, radius: int) -> torch.Tensor:
+    """The Gaussian kernel of std ``sigma`` restricted to [-radius, radius] and renormalised, float32 (2r+1,)."""
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     return (k / k.sum()).float()
@@ -26,17 +48,27 @@ def gaussian_kernel1d(sigma: float, truncate: float = 3.0) -> torch.Tensor:
 def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 3.0) -> torch.Tensor:
     """Blur the last two axes of ``x`` (..., H, W) with a Gaussian of std ``sigma`` pixels (reflect padding).
 
-    The kernel is clipped to the image size, so very large ``sigma`` still works on small images.
+    The kernel is clipped to the image size, so very large ``sigma`` still works on small images. ``sigma = 0`` is the
+    identity (a point of a blur path); NaN, Inf and negative values are refused. Returns a tensor like ``x`` (same
+    shape, dtype and device).
     """
+    sigma = check_positive_float(sigma, "sigma", allow_zero=True)
+    truncate = check_positive_float(truncate, "truncate")
     if sigma <= 0:
         return x.clone()
     shape = x.shape
     h, w = shape[-2], shape[-1]
     flat = x.reshape(-1, 1, h, w)
-    k = gaussian_kernel1d(sigma, truncate).to(x.dtype)
+    radius = max(1, int(math.ceil(truncate * sigma)))
+    k = gaussian_kernel1d(sigma, truncate) if radius <= _MAX_KERNEL_RADIUS else None
     for dim, size in ((2, h), (3, w)):
-        r = min((k.numel() - 1) // 2, size - 1)
-        kk = k[(k.numel() - 1) // 2 - r:(k.numel() - 1) // 2 + r + 1]
+        if k is not None:
+            r = min((k.numel() - 1) // 2, size - 1)
+            kk = k[(k.numel() - 1) // 2 - r:(k.numel() - 1) // 2 + r + 1]
+        else:  # very wide kernel: build only the part inside the image
+            r = min(radius, size - 1)
+            kk = _clipped_kernel(sigma, r)
+        kk = kk.to(device=x.device, dtype=x.dtype)
         kk = kk / kk.sum()
         if r == 0:
             continue
@@ -69,7 +101,8 @@ def make_baseline(x: torch.Tensor, baseline: BaselineLike = "zero", *, blur_sigm
         if key == "blur":
             if x.ndim < 3:
                 raise ValueError(f"{name}='blur' needs inputs with spatial axes (N, C, H, W), got {tuple(x.shape)}")
-            return gaussian_blur(x, blur_sigma)
+            # sigma 0 would make the baseline the input itself: every path collapses and attributions are all 0
+            return gaussian_blur(x, check_positive_float(blur_sigma, "blur_sigma"))
         if key in ("uniform", "random"):
             out = torch.empty_like(x)
             for i in range(x.shape[0]):
@@ -87,8 +120,8 @@ def make_baseline(x: torch.Tensor, baseline: BaselineLike = "zero", *, blur_sigm
                          f"got {baseline!r}")
     if isinstance(baseline, bool):
         raise TypeError(f"{name} must be a string, number, tensor or callable, got a bool")
-    if isinstance(baseline, (int, float)):
-        return torch.full_like(x, float(baseline))
+    if isinstance(baseline, numbers.Real):
+        return torch.full_like(x, check_finite_float(baseline, name))
     if isinstance(baseline, torch.Tensor):
         b = baseline.detach().to(dtype=x.dtype, device=x.device)
         if b.shape == x.shape[1:]:
@@ -106,7 +139,45 @@ def make_baseline(x: torch.Tensor, baseline: BaselineLike = "zero", *, blur_sigm
         if not isinstance(b, torch.Tensor) or b.shape != x.shape:
             got = tuple(b.shape) if isinstance(b, torch.Tensor) else type(b).__name__
             raise ValueError(f"{name} callable must return a tensor of shape {tuple(x.shape)}, got {got}")
+        if not torch.is_floating_point(b):
+            raise TypeError(f"{name} callable must return a floating-point tensor, got dtype {b.dtype}")
+        bad = ~torch.isfinite(b.detach()).reshape(b.shape[0], -1).all(1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten().tolist()
+            raise ValueError(f"{name} callable returned NaN/Inf values for {len(rows)} sample(s) {rows[:8]}; a "
+                             "baseline must be finite")
         return b.detach()
+    raise TypeError(f"{name} must be a string, number, tensor or callable, got {type(baseline).__name__}")
+
+
+_BASELINE_KEYS = ("zero", "zeros", "black", "mean", "blur", "uniform", "random", "gaussian")
+
+
+def check_baseline(baseline: Any, name: str = "baseline") -> Any:
+    """Validate a baseline spec when it is given (before any input is seen); returns it unchanged.
+
+    Strings must name a baseline of :data:`BASELINE_NAMES`, numbers and tensors must be finite, anything else must be
+    callable (a callable's result is checked by :func:`make_baseline`).
+    """
+    if baseline is None:
+        return baseline
+    if isinstance(baseline, str):
+        if baseline.lower() not in _BASELINE_KEYS:
+            raise ValueError(f"{name} must be one of {', '.join(BASELINE_NAMES)}, a number, a tensor or a callable; "
+                             f"got {baseline!r}")
+        return baseline
+    if isinstance(baseline, bool):
+        raise TypeError(f"{name} must be a string, number, tensor or callable, got a bool")
+    if isinstance(baseline, numbers.Real):
+        check_finite_float(baseline, name)
+        return baseline
+    if isinstance(baseline, torch.Tensor):
+        if torch.is_floating_point(baseline) and not bool(torch.isfinite(baseline.detach()).all()):
+            raise ValueError(f"{name} contains NaN/Inf values (shape {tuple(baseline.shape)}); a baseline must be "
+                             "finite")
+        return baseline
+    if callable(baseline):
+        return baseline
     raise TypeError(f"{name} must be a string, number, tensor or callable, got {type(baseline).__name__}")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -27,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .files import atomic_write_text
-from .validation import check_model_output
+from .validation import (GRADIENT_CAUSE, MODEL_OUTPUT_CAUSE, TARGET_SCORE_CAUSE, check_finite,
+                         check_model_output, check_positive_int)
 
 AUTO = "auto"
 _CANDIDATE_SIZES = (1, 2, 4, 8, 16, 32, 64)
@@ -42,7 +44,13 @@ def default_memory_budget() -> int:
     """Bytes the evaluator may use for activations of one chunk: ``PATHXAI_MEMORY_BUDGET`` or 1/4 of free RAM."""
     env = os.environ.get("PATHXAI_MEMORY_BUDGET")
     if env:
-        return int(float(env))
+        try:
+            value = float(env)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 1:
+            raise ValueError(f"environment variable PATHXAI_MEMORY_BUDGET must be a number of bytes >= 1, got {env!r}")
+        return int(value)
     try:
         pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return max(256 * 2**20, min(int(pages) // 4, 8 * 2**30))
@@ -198,6 +206,42 @@ def estimate_sample_bytes(model: Any, sample: torch.Tensor) -> int | None:
     return total[0] + sample.numel() * sample.element_size()
 
 
+class GradientUnavailableError(RuntimeError):
+    """A gradient method cannot differentiate the model here (inference mode, or an output without autograd graph).
+
+    A ``RuntimeError``: the inputs are fine, the calling context or the model is not differentiable."""
+
+
+PERTURBATION_HINT = ("gradient methods need an output that depends differentiably on the input; explain this model "
+                     "with a perturbation method instead (e.g. occlusion, rise, lime, kernel_shap)")
+
+
+def _context(desc: str | None) -> str:
+    return f" (in the {desc} evaluations)" if desc else ""
+
+
+def check_gradients_possible(desc: str | None = None) -> None:
+    """Raise :class:`GradientUnavailableError` under ``torch.inference_mode()``, which ``torch.enable_grad()``
+    cannot lift (tensors made there never record autograd history). ``torch.no_grad()`` is fine: the evaluator
+    enables grad itself."""
+    if torch.is_inference_mode_enabled():
+        raise GradientUnavailableError(
+            f"gradients are unavailable{_context(desc)}: explain was called inside torch.inference_mode(), which "
+            "torch.enable_grad() cannot lift; call explain outside torch.inference_mode() (torch.no_grad() is fine)")
+
+
+def _no_graph_message(out: torch.Tensor | None, desc: str | None) -> str:
+    if out is not None and not out.requires_grad:
+        what = ("the model output does not require grad: the model detaches it, converts through NumPy, or runs "
+                "under torch.no_grad()/inference_mode internally, so it does not depend differentiably on the input")
+    elif out is not None:
+        what = ("the target score does not require grad although the model output does: the callable target "
+                "detaches the output (e.g. .detach(), .item(), NumPy)")
+    else:
+        what = "the model output does not depend differentiably on the input (its autograd graph does not reach it)"
+    return f"cannot compute gradients{_context(desc)}: {what}; {PERTURBATION_HINT}"
+
+
 def check_batch_size(batch_size: Any) -> int | str:
     """Validate the ``batch_size`` knob: a positive int or ``"auto"``."""
     if isinstance(batch_size, str) and batch_size == AUTO:
@@ -271,7 +315,7 @@ class BatchedEvaluator:
         self.model = model
         self.batch_size = check_batch_size(batch_size)
         self.progress = progress
-        self.memory_budget = memory_budget
+        self.memory_budget = None if memory_budget is None else check_positive_int(memory_budget, "memory_budget")
         self.n_forward = 0
         self.n_gradient = 0
         self.n_probe = 0
@@ -354,8 +398,15 @@ class BatchedEvaluator:
             bar.close()
 
     # ------------------------------------------------------------------ evaluation
-    def _call(self, inputs: torch.Tensor) -> torch.Tensor:
-        return check_model_output(self.model(inputs), inputs.shape[0])
+    def _call(self, inputs: torch.Tensor, first_item: int = 0, desc: str | None = None) -> torch.Tensor:
+        """The model output for ``inputs`` (n, ...), checked: one tensor with n rows, all finite.
+
+        ``first_item`` numbers the rows among all items of the evaluation, for the error message.
+        """
+        out = check_model_output(self.model(inputs), inputs.shape[0])
+        # one isfinite per chunk: a NaN output would otherwise flow silently into an attribution or a metric
+        check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, first_item=first_item, context=_context(desc))
+        return out
 
     def forward_chunks(self, total: int, make_batch: Callable[[int, int], torch.Tensor], *,
                        sample_shape: Sequence[int], desc: str | None = None
@@ -366,13 +417,15 @@ class BatchedEvaluator:
             make_batch: ``(start, stop) -> (stop - start, *sample_shape)`` inputs of those items.
         Yields:
             ``(start, stop, output)`` with ``output`` the model output (stop - start, ...), a normal tensor.
+        Raises:
+            NonFiniteError: (a ``ValueError``) when the model returns NaN/Inf for some item.
         """
         example = lambda: make_batch(0, 1).detach()  # noqa: E731
         for start, stop in self.chunks(total, grad=False, sample_shape=sample_shape, example=example, desc=desc):
             t0 = time.perf_counter()
             inputs = make_batch(start, stop)
             with torch.inference_mode():
-                out = self._call(inputs)
+                out = self._call(inputs, start, desc)
             self._chunk_seconds = time.perf_counter() - t0
             self.n_forward += stop - start
             yield start, stop, out.clone()  # a normal tensor: usable with autograd and in-place ops later
@@ -383,6 +436,9 @@ class BatchedEvaluator:
                         ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
         """Evaluate items with gradients, chunk by chunk.
 
+        Grad mode is switched on here, so callers may run under ``torch.no_grad()``; ``torch.inference_mode()``
+        cannot be lifted that way and is refused.
+
         Args:
             make_batch: ``(start, stop) -> inputs`` (gradient w.r.t. the inputs), or ``-> (inputs, wrt)`` where
                 ``inputs`` was built from the leaf tensor ``wrt`` (which must require grad) inside this call.
@@ -390,7 +446,14 @@ class BatchedEvaluator:
         Yields:
             ``(start, stop, scores, grads)``: detached (n,) scores and the gradient of each item's score w.r.t.
             its input (or ``wrt``).
+        Raises:
+            GradientUnavailableError: under ``torch.inference_mode()``, or when the score does not depend
+                differentiably on the input (a model that detaches its output or goes through NumPy).
+            NonFiniteError: when the model output, the score or the gradient is NaN/Inf for some item.
         """
+        if total > 0:
+            check_gradients_possible(desc)
+
         def example() -> torch.Tensor:
             with torch.no_grad():
                 built = make_batch(0, 1)
@@ -406,11 +469,19 @@ class BatchedEvaluator:
                         raise ValueError("make_batch returned (inputs, wrt) but wrt does not require grad")
                 else:
                     inputs = wrt = built.detach().requires_grad_(True)
-                out = self._call(inputs)
+                out = self._call(inputs, start, desc)
                 scores = score(out, start, stop)
                 if scores.shape != (stop - start,):
                     raise ValueError(f"score must return shape ({stop - start},), got {tuple(scores.shape)}")
-                (grads,) = torch.autograd.grad(scores.sum(), wrt)
+                check_finite(scores, "target score", cause=TARGET_SCORE_CAUSE, first_item=start,
+                             context=_context(desc))
+                if not scores.requires_grad:
+                    raise GradientUnavailableError(_no_graph_message(out, desc))
+                (grads,) = torch.autograd.grad(scores.sum(), wrt, allow_unused=True)
+                if grads is None:  # the graph exists but does not reach the input
+                    raise GradientUnavailableError(_no_graph_message(None, desc))
+            check_finite(grads, "gradient of the target score w.r.t. the input", cause=GRADIENT_CAUSE,
+                         first_item=start, context=_context(desc))
             self._chunk_seconds = time.perf_counter() - t0
             self.n_gradient += stop - start
             yield start, stop, scores.detach(), grads

@@ -6,15 +6,18 @@ batch-size invariance, per-sample targets and bad inputs without further work.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 
+from . import limits
 from .evaluator import AUTO, BatchedEvaluator, evaluation_mode
 from .explanation import Explanation
+from .limits import Cost
 from .targets import Target, TargetLike, resolve_target
-from .validation import check_input, check_model_output
+from .validation import MODEL_OUTPUT_CAUSE, check_finite, check_input, check_model_output, check_seed
 
 _REGISTRY: dict[str, type["Method"]] = {}
 
@@ -61,8 +64,13 @@ class Method:
         model: callable ``(N, ...) -> (N, K)`` (or any tensor output with a callable target); an ``nn.Module`` is put
             in eval mode with frozen parameters while it is explained, and restored afterwards.
         batch_size: most samples per forward or forward+backward pass, or ``"auto"`` (fastest measured chunk size).
-        seed: seed for stochastic methods; the same seed gives the same result bit for bit (integer ``batch_size``).
+        seed: seed for stochastic methods, an int in [0, 2**63); the same seed gives the same result bit for bit
+            (integer ``batch_size``).
         progress: tqdm progress bar on long runs; ``None`` = only on a terminal.
+
+    Cost: :meth:`cost` estimates the model evaluations and up-front memory of an explanation; :meth:`explain` checks
+    it against :mod:`pathxai.core.limits` before any model call, and every constructor (through
+    ``__init_subclass__``) refuses settings whose cost for a single input already exceeds a bound.
     """
 
     name: ClassVar[str] = ""
@@ -80,14 +88,51 @@ class Method:
                  seed: int = 0, progress: bool | None = None) -> None:
         if not callable(model):
             raise TypeError(f"model must be callable (an nn.Module or a function), got {type(model).__name__}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
         self.model = model
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
         self._num_classes: dict[tuple[int, ...], int | None] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Wrap each subclass constructor so that, once the outermost one has returned (subclass constructors call
+        # their parents' in any order), the cost of one input is checked: a setting that could never run (e.g.
+        # RELAX's tolerance=1e-9, ~1e18 masks) is refused when it is made, not when the first batch arrives.
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None or getattr(init, "_pathxai_cost_checked", False):
+            return
+
+        @functools.wraps(init)
+        def __init__(self: "Method", *args: Any, **kw: Any) -> None:
+            depth = self.__dict__.get("_init_depth", 0)
+            self.__dict__["_init_depth"] = depth + 1
+            try:
+                init(self, *args, **kw)
+            finally:
+                self.__dict__["_init_depth"] = depth
+            if depth == 0:
+                del self.__dict__["_init_depth"]
+                limits.check(self.cost(None), f"method {self.name!r}", warn=False)
+
+        __init__._pathxai_cost_checked = True  # type: ignore[attr-defined]
+        cls.__init__ = __init__  # type: ignore[method-assign]
+
     # ------------------------------------------------------------------ for subclasses
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """Estimated cost of explaining a batch of shape ``input_shape`` (N, ...), before any work.
+
+        ``None`` asks, at construction, for one input of unknown shape: return the terms known without the shape.
+        The default counts N x ``getattr(self, cost_param)`` model evaluations (N without a ``cost_param``) and no
+        up-front memory; methods whose cost has another form, or that allocate dense structures (quadrature rules,
+        mask tables, per-pixel statistics), override it. Lower bounds are fine for adaptive methods.
+        """
+        n = 1 if input_shape is None else int(input_shape[0])
+        if self.cost_param is None:
+            return Cost(evaluations=n, detail=f"{n} input(s)")
+        per = int(getattr(self, self.cost_param))
+        return Cost(evaluations=n * per, param=self.cost_param, value=per,
+                    detail=f"{n} input(s) x {per} {self.cost_param}")
+
     def params(self) -> dict[str, Any]:
         """Method parameters recorded in ``Explanation.meta`` (override to add your own)."""
         return {}
@@ -111,6 +156,7 @@ class Method:
         if key not in self._num_classes:
             with torch.inference_mode():
                 out = check_model_output(self.model(x[:1]), 1)
+            check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, context=" (probing the number of classes)")
             self.evaluator.n_probe += 1
             self._num_classes[key] = int(out.shape[1]) if out.ndim == 2 else None
         return self._num_classes[key]
@@ -147,9 +193,15 @@ class Method:
             target: int class, N ints, ``None`` (predicted class) or a callable ``output -> (N,)`` scores.
         Returns:
             An :class:`Explanation` whose ``meta`` records the evaluations used and the wall time.
+        Raises:
+            ResourceLimitError: the estimated cost exceeds :mod:`pathxai.core.limits` (checked before any work).
+            NonFiniteError: the model output, a target score or a gradient is NaN/Inf.
+            GradientUnavailableError: a gradient method under ``torch.inference_mode()`` or on a model whose output
+                does not depend differentiably on the input.
         """
         x = self.validate_input(x)
         x = x.detach().cpu()
+        limits.check(self.cost(tuple(x.shape)), f"method {self.name!r}")
         start = time.perf_counter()
         self.evaluator.reset_counts()
         with evaluation_mode(self.model):

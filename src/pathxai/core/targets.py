@@ -11,7 +11,7 @@ from typing import Any, Callable, Literal, Sequence, Union
 
 import torch
 
-from .validation import check_model_output
+from .validation import TARGET_SCORE_CAUSE, check_finite, check_model_output
 
 TargetLike = Union[int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor], None]
 ScoreKind = Literal["output", "softmax", "log_softmax"]
@@ -50,6 +50,8 @@ class Target:
             kind: ``"output"`` (the raw output, e.g. a logit), ``"softmax"`` or ``"log_softmax"`` over dim 1.
         Returns:
             (n,) scores, differentiable w.r.t. ``output``.
+        Raises:
+            NonFiniteError: (a ``ValueError``) when a callable target returns NaN/Inf scores.
         """
         if self.fn is not None:
             if kind != "output":
@@ -59,6 +61,9 @@ class Target:
                 got = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
                 raise ValueError(f"target callable must map the model output of shape {tuple(output.shape)} to "
                                  f"scores of shape ({output.shape[0]},), got {got}")
+            # rows are checked against the model output first: a finite output with a NaN score is the target's doing
+            check_finite(scores, "target score", cause=TARGET_SCORE_CAUSE, ids=sample_index,
+                         noun="item" if sample_index is None else "explained sample")
             return scores
         if output.ndim != 2:
             raise ValueError(f"a class target needs a model output of shape (N, num_classes), got shape "

@@ -17,13 +17,15 @@ memory does not grow with the number of steps.
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import torch
 
 from ..core import Method, Target, accumulate_rows, item_gradients, register_method
 from ..core.baselines import gaussian_blur
-from ..core.validation import check_positive_int
+from ..core.limits import Cost
+from ..core.validation import check_choice, check_positive_float, check_positive_int
 
 
 @register_method
@@ -46,13 +48,20 @@ class BlurIG(Method):
                  **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.n_steps = check_positive_int(n_steps, "n_steps")
-        if max_sigma is not None and (isinstance(max_sigma, bool) or not isinstance(max_sigma, (int, float))
-                                      or not max_sigma > 0):
-            raise ValueError(f"max_sigma must be a positive number of pixels or None, got {max_sigma!r}")
+        if max_sigma is not None:
+            try:  # sigma 0 (or NaN) would make every point of the path the input itself: all-zero attributions
+                check_positive_float(max_sigma, "max_sigma")
+            except (TypeError, ValueError):
+                raise ValueError(f"max_sigma must be a positive number of pixels or None, got {max_sigma!r}") from None
         self.max_sigma = max_sigma
-        if score not in ("output", "softmax", "log_softmax"):
-            raise ValueError(f"score must be 'output', 'softmax' or 'log_softmax', got {score!r}")
-        self.score = score
+        self.score = check_choice(score, "score", ("output", "softmax", "log_softmax"))
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """N x n_steps gradient evaluations; memory: the (N, n_steps) path scores and a few copies of the batch."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        d = 0 if input_shape is None else math.prod(input_shape[1:])
+        return Cost(evaluations=n * self.n_steps, bytes=8.0 * self.n_steps + 4.0 * n * self.n_steps + 12.0 * n * d,
+                    param="n_steps", value=self.n_steps, detail=f"{n} input(s) x {self.n_steps} steps")
 
     def params(self) -> dict[str, Any]:
         return {"n_steps": self.n_steps, "max_sigma": self.max_sigma, "score": self.score}

@@ -10,11 +10,13 @@ attribution is one value per group, (N, G). Each sample draws its perturbations 
 """
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Sequence
 
 import torch
 
 from ..core import Method, Target, register_method
+from ..core.limits import Cost
 from ..core.seeding import item_seed
 from ..core.validation import check_positive_int
 
@@ -38,7 +40,18 @@ class _CaptumPerturbation(Method):
         super().__init__(model, **kwargs)
         self.n_samples = check_positive_int(n_samples, "n_samples", minimum=2)
         self.grid = check_positive_int(grid, "grid")
+        if groups is not None and not isinstance(groups, torch.Tensor):
+            raise TypeError(f"groups must be None or an integer tensor of the per-sample input shape, got "
+                            f"{type(groups).__name__}")
         self.groups = groups
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """N x n_samples forward evaluations; memory: Captum builds all n_samples perturbed copies of one input (and
+        their interpretable representations) at once."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        d = 0 if input_shape is None else math.prod(input_shape[1:])
+        return Cost(evaluations=n * self.n_samples, bytes=8.0 * self.n_samples * d, param="n_samples",
+                    value=self.n_samples, detail=f"{n} input(s) x {self.n_samples} samples")
 
     def params(self) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "grid": self.grid, "grouped": self.groups is not None}

@@ -18,12 +18,14 @@ All (sample, group) pairs are streamed through the energy net in chunks of ``bat
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
 
 from ..core import Method, Target, register_method
-from ..core.validation import check_input
+from ..core.limits import Cost
+from ..core.validation import check_bool, check_finite, check_finite_float, check_input, check_positive_int
 from ..structured.energy import BaseEnergy, harden
 from ..structured.groups import check_groups, n_groups
 
@@ -59,15 +61,34 @@ class EnergyOcclusion(Method):
             raise TypeError(f"energy must be a trained pathxai.structured.EnergyNet, got {type(energy).__name__}")
         if isinstance(baseline, bool) or not isinstance(baseline, (int, float)):
             raise TypeError(f"baseline must be a number, got {baseline!r}")
+        check_finite_float(baseline, "baseline")
         if region is not None and whole_structure:
             raise ValueError("pass either region or whole_structure=True, not both")
         self.energy = energy.eval()
         self.groups = groups
         self.baseline = float(baseline)
-        self.region = None if region is None else [int(r) for r in region]
+        if region is not None and (isinstance(region, (str, bytes)) or not hasattr(region, "__iter__")):
+            raise TypeError(f"region must be a sequence of output indices, got {region!r}")
+        # int(1.5) would silently explain output 1: indices must be integers
+        self.region = None if region is None else [check_positive_int(r, "region entries", minimum=0) for r in region]
         if self.region is not None and not self.region:
             raise ValueError("region selects no output variable (got an empty selection); select at least one")
-        self.whole_structure = bool(whole_structure)
+        self.whole_structure = check_bool(whole_structure, "whole_structure")
+        if groups is not None and not isinstance(groups, torch.Tensor):
+            raise TypeError(f"groups must be None or an integer tensor of the per-sample input shape, got "
+                            f"{type(groups).__name__}")
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """N black-box forward passes plus N x (G + 1) energy evaluations (two per item for a margin)."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        if input_shape is None:
+            g = 1
+        elif self.groups is not None:
+            g = int(self.groups.max()) + 1 if self.groups.numel() else 1
+        else:
+            g = math.prod(input_shape[1:])
+        per = 1 if self.whole_structure else 2
+        return Cost(evaluations=n + per * n * (g + 1), detail=f"{n} input(s) x {g} groups")
 
     def params(self) -> dict[str, Any]:
         return {"baseline": self.baseline, "whole_structure": self.whole_structure,
@@ -107,7 +128,11 @@ class EnergyOcclusion(Method):
 
         def score(xs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
             e = self.energy(xs, y_hat[rows])
-            return e if self.whole_structure else self.energy(xs, y_alt[rows]) - e
+            out = e if self.whole_structure else self.energy(xs, y_alt[rows]) - e
+            check_finite(out, "energy", ids=rows, noun="explained sample",
+                         cause="the energy network returned NaN/Inf; likely causes: NaN/Inf in its weights or an "
+                               "overflow; retrain or reload it")
+            return out
 
         bs = self.batch_size if isinstance(self.batch_size, int) else 256
         total = n * g

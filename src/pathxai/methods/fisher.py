@@ -111,7 +111,7 @@ class IsotropicCovariance(Covariance):
     """``Sigma = std^2 I`` (optionally restricted to a bool ``mask`` of the sample shape: zero elsewhere)."""
 
     def __init__(self, std: float = 1.0, mask: torch.Tensor | None = None) -> None:
-        if not std > 0:
+        if not std > 0 or not math.isfinite(std):
             raise ValueError(f"std must be > 0, got {std}")
         self.std = float(std)
         self.mask = None if mask is None else mask.detach().clone().bool()
@@ -217,6 +217,8 @@ class ConvCovariance(Covariance):
         kernel = kernel.detach().to(torch.float64).clone()
         if kernel.ndim not in (1, 2) or any(s % 2 == 0 for s in kernel.shape):
             raise ValueError(f"kernel must be (k,) or (k, k) with k odd, got shape {tuple(kernel.shape)}")
+        if not torch.isfinite(kernel).all():
+            raise ValueError("kernel contains NaN/Inf")
         self.kernel = kernel
 
     @property
@@ -319,6 +321,8 @@ class TokenCovariance(Covariance):
         matrix = matrix.detach().to(torch.float64).clone()
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
             raise ValueError(f"matrix must be (D, D), got shape {tuple(matrix.shape)}")
+        if not torch.isfinite(matrix).all():
+            raise ValueError("matrix contains NaN/Inf")
         self.matrix = matrix
         self.factor = _psd_factor(matrix)
 
@@ -405,6 +409,9 @@ class FunctionalInformation(Method):
         super().__init__(model, **kwargs)
         self.n_samples = check_positive_int(n_samples, "n_samples")
         self.noise_level = check_fraction(noise_level, "noise_level", high=10.0)
+        # sigma 0 leaves no noise to average over (the relative scale would report a misleading "constant sample")
+        if self.noise_level == 0 and covariance_scale != "absolute":
+            raise ValueError(f"noise_level must lie in (0.0, 10.0], got {noise_level}")
         if covariance is not None and not isinstance(covariance, (Covariance, ClassCovariance)):
             raise TypeError(f"covariance must be None, a Covariance or a ClassCovariance, got "
                             f"{type(covariance).__name__}")

@@ -7,6 +7,8 @@ import torch
 from captum.attr import LayerGradCam
 
 from ..core import Method, Target, register_method
+from ..core.evaluator import GradientUnavailableError, PERTURBATION_HINT, check_gradients_possible
+from ..core.validation import (GRADIENT_CAUSE, MODEL_OUTPUT_CAUSE, check_bool, check_finite, check_model_output)
 
 
 def last_conv_layer(model: torch.nn.Module) -> torch.nn.Module:
@@ -53,22 +55,39 @@ class GradCAM(Method):
                  **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.layer = resolve_layer(model, layer)
-        self.relu = relu
+        self.relu = check_bool(relu, "relu")
 
     def params(self) -> dict[str, Any]:
         return {"layer": type(self.layer).__name__, "relu": self.relu}
 
+    def _forward(self, first_item: int, fn: Any = None) -> Any:
+        """The forward Captum calls: the model, checked like the shared evaluator checks it (one tensor per input,
+        finite, differentiable), optionally followed by the callable target ``fn``."""
+        def forward(inp: torch.Tensor) -> torch.Tensor:
+            out = check_model_output(self.model(inp), inp.shape[0])
+            check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, first_item=first_item,
+                         context=" (in the gradcam evaluations)")
+            if torch.is_grad_enabled() and not out.requires_grad:
+                raise GradientUnavailableError(
+                    "cannot compute gradients (in the gradcam evaluations): the model output does not require grad: "
+                    "the model detaches it, converts through NumPy, or runs under torch.no_grad()/inference_mode "
+                    f"internally, so it does not depend differentiably on the layer's activations; {PERTURBATION_HINT}")
+            return out if fn is None else fn(out)
+        return forward
+
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
+        check_gradients_possible("gradcam")
         parts: list[torch.Tensor] = []
         for start, stop in self.evaluator.chunks(x.shape[0], grad=True, sample_shape=x.shape[1:], desc=self.name):
             chunk = x[start:stop]
             if target.fn is not None:  # Captum takes class targets only: fold the callable into the forward
-                fn = target.fn
-                cam = LayerGradCam(lambda inp: fn(self.model(inp)), self.layer)
+                cam = LayerGradCam(self._forward(start, target.fn), self.layer)
                 attr = cam.attribute(chunk, target=None, relu_attributions=self.relu)
             else:
-                cam = LayerGradCam(self.model, self.layer)
+                cam = LayerGradCam(self._forward(start), self.layer)
                 attr = cam.attribute(chunk, target=target.classes[start:stop].tolist(), relu_attributions=self.relu)
+            check_finite(attr, "Grad-CAM map (gradient-weighted activations)", cause=GRADIENT_CAUSE, first_item=start,
+                         context=" (in the gradcam evaluations)")
             self.evaluator.count(stop - start, grad=True)
             parts.append(attr.detach())
         return torch.cat(parts), {}

@@ -7,7 +7,10 @@ import torch
 
 from ..core import Method, Target, accumulate_rows, item_generator, item_gradients, register_method
 from ..core.streaming import RunningMoments
-from ..core.validation import check_fraction, check_positive_int
+from ..core.validation import check_choice, check_fraction, check_positive_int
+
+SCORES = ("output", "softmax", "log_softmax")
+AGGREGATES = ("mean", "mean_square", "variance")
 
 
 @register_method
@@ -22,7 +25,7 @@ class Saliency(Method):
 
     def __init__(self, model: Any, *, score: str = "output", **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        self.score = score
+        self.score = check_choice(score, "score", SCORES)
 
     def params(self) -> dict[str, Any]:
         return {"score": self.score}
@@ -80,11 +83,13 @@ class SmoothGrad(Method):
                  aggregate: str | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.n_samples = check_positive_int(n_samples, "n_samples")
+        # noise 0 would silently turn SmoothGrad into the plain gradient computed n_samples times
         self.noise_level = check_fraction(noise_level, "noise_level", high=10.0)
-        self.score = score
-        self.aggregate = aggregate or self.aggregate_default
-        if self.aggregate not in ("mean", "mean_square", "variance"):
-            raise ValueError(f"aggregate must be 'mean', 'mean_square' or 'variance', got {self.aggregate!r}")
+        if self.noise_level == 0:
+            raise ValueError(f"noise_level must lie in (0.0, 10.0], got {noise_level}")
+        self.score = check_choice(score, "score", SCORES)
+        self.aggregate = check_choice(self.aggregate_default if aggregate is None else aggregate, "aggregate",
+                                      AGGREGATES)
 
     def params(self) -> dict[str, Any]:
         return {"n_samples": self.n_samples, "noise_level": self.noise_level, "score": self.score,

@@ -16,13 +16,14 @@ through the shared evaluator; the moves between gradients need no model evaluati
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..core import Method, Target, item_gradients, register_method
-from ..core.baselines import BaselineLike, describe_baseline, make_baseline
-from ..core.validation import check_fraction, check_positive_int
+from ..core.baselines import BaselineLike, check_baseline, describe_baseline, make_baseline
+from ..core.limits import Cost
+from ..core.validation import check_choice, check_fraction, check_positive_float, check_positive_int
 
 _EPS = 1e-9
 
@@ -56,11 +57,17 @@ class GuidedIG(Method):
         self.max_dist = check_fraction(max_dist, "max_dist")
         if self.max_dist <= 0:
             raise ValueError(f"max_dist must lie in (0, 1], got {max_dist}")
-        self.baseline = baseline
-        self.blur_sigma = blur_sigma
-        if score not in ("output", "softmax", "log_softmax"):
-            raise ValueError(f"score must be 'output', 'softmax' or 'log_softmax', got {score!r}")
-        self.score = score
+        self.baseline = check_baseline(baseline)
+        self.blur_sigma = check_positive_float(blur_sigma, "blur_sigma")
+        self.score = check_choice(score, "score", ("output", "softmax", "log_softmax"))
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """N x n_steps gradient evaluations; memory: float64 copies of the path state (x, baseline, difference,
+        current point, attribution, gradients) and the (N, n_steps) path scores."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        d = 0 if input_shape is None else math.prod(input_shape[1:])
+        return Cost(evaluations=n * self.n_steps, bytes=48.0 * n * d + 4.0 * n * self.n_steps, param="n_steps",
+                    value=self.n_steps, detail=f"{n} input(s) x {self.n_steps} steps")
 
     def params(self) -> dict[str, Any]:
         return {"n_steps": self.n_steps, "fraction": self.fraction, "max_dist": self.max_dist,

@@ -7,13 +7,14 @@ stays bounded by ``batch_size``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..core import Method, Target, accumulate_rows, item_outputs, register_method
-from ..core.baselines import BaselineLike, describe_baseline, make_baseline
-from ..core.validation import check_positive_int
+from ..core.baselines import BaselineLike, check_baseline, describe_baseline, make_baseline
+from ..core.limits import Cost
+from ..core.validation import check_choice, check_positive_float, check_positive_int
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -44,13 +45,28 @@ class Occlusion(Method):
         super().__init__(model, **kwargs)
         self.window = None if window is None else check_positive_int(window, "window")
         self.stride = None if stride is None else check_positive_int(stride, "stride")
-        self.baseline = baseline
-        self.blur_sigma = blur_sigma
-        self.score = score
+        self.baseline = check_baseline(baseline)
+        self.blur_sigma = check_positive_float(blur_sigma, "blur_sigma")
+        self.score = check_choice(score, "score", ("output", "softmax", "log_softmax"))
 
     def params(self) -> dict[str, Any]:
         return {"window": self.window, "stride": self.stride, "baseline": describe_baseline(self.baseline),
                 "score": self.score}
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """N x (windows + 1) forward evaluations; memory: the (windows, H, W) table of window masks."""
+        if input_shape is None or len(input_shape) != 4:
+            return Cost(evaluations=1 if input_shape is None else int(input_shape[0]))
+        n, _, h, w = (int(v) for v in input_shape)
+        window = self.window or max(2, round(min(h, w) / 7))
+        stride = self.stride or max(1, window // 2)
+        if window > min(h, w):
+            return Cost(evaluations=n)  # geometry() raises the clear error
+        per = (math.ceil((h - window) / stride) + 1) * (math.ceil((w - window) / stride) + 1)
+        param = "stride" if self.stride is not None else "window" if self.window is not None else None
+        return Cost(evaluations=n * (per + 1), bytes=4.0 * per * h * w + 4.0 * n * h * w, param=param,
+                    value=None if param is None else getattr(self, param), detail=f"{n} input(s) x {per} windows",
+                    hint="use a larger window or stride")
 
     def geometry(self, h: int, w: int) -> tuple[int, int, list[tuple[int, int]]]:
         """(window, stride, [(top, left), ...]) for an H x W input."""

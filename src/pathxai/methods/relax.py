@@ -79,13 +79,14 @@ image's pixels (default: median, γ = 1.0, the paper's choice from Sec. 5.4). Se
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from ..core import Method, Target, item_generator, item_outputs, register_method
-from ..core.validation import check_fraction, check_model_output, check_positive_int
+from ..core.limits import Cost
+from ..core.validation import check_finite_float, check_fraction, check_model_output, check_positive_int
 
 SimilarityLike = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
@@ -178,6 +179,8 @@ def masks_and_cells(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid
     with n_cells = grid² for images (row-major) and L for tokens."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    grid, p = check_positive_int(grid, "grid"), check_fraction(p, "p")
+    stratum = check_positive_int(stratum, "stratum")
     if len(shape) == 1:
         cells, _ = _cells(index, seed, int(shape[0]), p, sampling, stratum, stream)
         return cells, cells
@@ -570,7 +573,48 @@ class RELAX(Method):
         if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
             raise TypeError(f"baseline must be a number or a tensor broadcastable to one input, got "
                             f"{type(baseline).__name__}")
+        if isinstance(baseline, torch.Tensor):
+            if torch.is_floating_point(baseline) and not bool(torch.isfinite(baseline.detach()).all()):
+                raise ValueError("baseline contains NaN/Inf values")
+        else:
+            check_finite_float(baseline, "baseline")  # NaN would turn every masked input into NaN
         self.baseline = baseline
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """N x n_masks forward evaluations (+ N for the representations); memory: the per-pixel statistics (float64,
+        per image), one block of masks and their cells, and, with the control variate, its (cells x pixels) sums."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        evaluations = n * (self.n_masks + 1)
+        detail = f"{n} input(s) x {self.n_masks} masks"
+        if input_shape is None or len(input_shape) not in (3, 4):
+            return Cost(evaluations=evaluations, param=self._cost_name(), value=self._cost_value(), detail=detail,
+                        hint=self._cost_hint())
+        if len(input_shape) == 4:
+            h, w = int(input_shape[2]), int(input_shape[3])
+            pixels, cells = h * w, self.grid * self.grid
+            cell_h, cell_w = math.ceil(h / self.grid), math.ceil(w / self.grid)
+            masks = 4.0 * BLOCK * ((h + w) * self.grid * 2 + 2 * pixels) \
+                + 4.0 * self.grid * (self.grid + 1) * (cell_h + cell_w)
+        else:
+            pixels = cells = int(input_shape[1])
+            masks = 8.0 * BLOCK * pixels
+        group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
+        memory = 8.0 * (3 * n * pixels + pixels) + masks + 16.0 * (group + BLOCK) * cells
+        if self.uses_control_variate(cells):
+            d = cells + 1
+            memory += 16.0 * (d * d + n * d + n * pixels + pixels + cells * pixels) + 8.0 * cells * pixels
+        return Cost(evaluations=evaluations, bytes=memory, param=self._cost_name(), value=self._cost_value(),
+                    detail=detail, bytes_param="grid" if len(input_shape) == 4 else None, bytes_value=self.grid,
+                    hint=self._cost_hint())
+
+    def _cost_hint(self) -> str:
+        return "raise tolerance (or delta)" if self.tolerance is not None else ""
+
+    def _cost_name(self) -> str:
+        return "tolerance" if self.tolerance is not None else "n_masks"
+
+    def _cost_value(self) -> Any:
+        return self.tolerance if self.tolerance is not None else self.n_masks
 
     def uses_control_variate(self, n_cells: int) -> bool:
         """Whether the control variate is on for inputs with ``n_cells`` mask cells (grid² or tokens).

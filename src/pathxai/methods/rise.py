@@ -6,13 +6,14 @@ paper); the weighted sum is streamed, so memory does not grow with the number of
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..core import Method, Target, accumulate_rows, item_generator, item_outputs, register_method
-from ..core.validation import check_fraction, check_positive_int
+from ..core.limits import Cost
+from ..core.validation import check_choice, check_fraction, check_positive_int
 
 
 def rise_masks(index: torch.Tensor, seed: int, height: int, width: int, grid: int = 7, p: float = 0.5,
@@ -22,6 +23,8 @@ def rise_masks(index: torch.Tensor, seed: int, height: int, width: int, grid: in
     Each mask: a ``grid x grid`` Bernoulli(p) grid, bilinearly upsampled to ((grid + 1) * cell) with
     cell = ceil(size / grid), then cropped at a random shift in [0, cell) -- the paper's construction.
     """
+    height, width = check_positive_int(height, "height"), check_positive_int(width, "width")
+    grid, p = check_positive_int(grid, "grid"), check_fraction(p, "p")
     cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
     up_h, up_w = (grid + 1) * cell_h, (grid + 1) * cell_w
     out = torch.empty(len(index), height, width)
@@ -58,7 +61,20 @@ class RISE(Method):
         self.n_masks = check_positive_int(n_masks, "n_masks")
         self.grid = check_positive_int(grid, "grid")
         self.p = check_fraction(p, "p", inclusive=False)
-        self.score = score
+        self.score = check_choice(score, "score", (None, "softmax", "output", "log_softmax"))
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """N x n_masks forward evaluations; memory: one upsampled (grid + 1) x (grid + 1) cell grid per mask being
+        made, the masks of a chunk and the (N, H, W) accumulator."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        memory = 0.0
+        if input_shape is not None and len(input_shape) == 4:
+            h, w = int(input_shape[2]), int(input_shape[3])
+            up = (self.grid + 1) ** 2 * math.ceil(h / self.grid) * math.ceil(w / self.grid)
+            memory = 4.0 * (up + (n + self.grid * self.grid) + 2 * n * h * w)
+        return Cost(evaluations=n * self.n_masks, bytes=memory, param="n_masks", value=self.n_masks,
+                    detail=f"{n} input(s) x {self.n_masks} masks", bytes_param="grid" if memory else None,
+                    bytes_value=self.grid)
 
     def params(self) -> dict[str, Any]:
         return {"n_masks": self.n_masks, "grid": self.grid, "p": self.p, "score": self.score}

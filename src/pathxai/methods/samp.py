@@ -66,18 +66,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from ..core import Method, Target, register_method
-from ..core.baselines import BaselineLike, describe_baseline, make_baseline
-from ..core.validation import check_fraction, check_positive_int
+from ..core.baselines import BaselineLike, check_baseline, describe_baseline, make_baseline
+from ..core.limits import Cost
+from ..core.validation import check_choice, check_fraction, check_positive_float, check_positive_int
 
 DIRECTIONS = ("deletion", "insertion", "both")
 FEATURES = ("pixel", "channel")
 SELECTIONS = ("signed", "abs")
 QUADRATURES = ("left", "trapezoid")
+SCORES = ("output", "softmax", "log_softmax")
+# bisection depth: sub-steps of 2**-52 of a macro step are below float64 resolution, deeper ones cannot be resolved
+MAX_REFINEMENTS = 52
 
 # The paper's two settings: 10 pixels per step at 28 x 28 (MNIST), 224 * 16 pixels per step at 224 x 224 (ImageNet).
 _SMALL_PIXELS, _SMALL_STEP = 28 * 28, 10
@@ -159,7 +163,7 @@ class SAMP(Method):
                                 f"the features) or None, got {step_size!r}")
             if isinstance(step_size, int):
                 check_positive_int(step_size, "step_size")
-            else:
+            else:  # NaN and Inf fail check_fraction's finiteness test
                 check_fraction(step_size, "step_size")
                 if step_size <= 0:
                     raise ValueError(f"step_size as a fraction must lie in (0, 1], got {step_size}")
@@ -178,22 +182,38 @@ class SAMP(Method):
             completeness_rtol = self.default_rtol
         if completeness_rtol is not None:
             if isinstance(completeness_rtol, bool) or not isinstance(completeness_rtol, (int, float)) \
-                    or not completeness_rtol > 0:
+                    or not completeness_rtol > 0 or not math.isfinite(completeness_rtol):
                 raise ValueError(f"completeness_rtol must be a positive number or None, got {completeness_rtol!r}")
             completeness_rtol = float(completeness_rtol)
         self.completeness_rtol = completeness_rtol
-        self.max_refinements = check_positive_int(max_refinements, "max_refinements", minimum=0)
+        self.max_refinements = check_positive_int(max_refinements, "max_refinements", minimum=0,
+                                                  maximum=MAX_REFINEMENTS)
         if self.quadrature == "left" and (self.substeps > 1 or self.completeness_rtol is not None):
             raise ValueError("substeps > 1 and completeness_rtol need quadrature='trapezoid' (the left rule credits "
                              "each macro step with the gradient at its start only)")
-        if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) or blur_sigma < 0:
-            raise ValueError(f"blur_sigma must be a number >= 0, got {blur_sigma!r}")
-        self.blur_sigma = float(blur_sigma)
-        self.baseline = baseline
-        self.insertion_baseline = insertion_baseline
-        if score not in ("output", "softmax", "log_softmax"):
-            raise ValueError(f"score must be 'output', 'softmax' or 'log_softmax', got {score!r}")
-        self.score = score
+        # sigma 0 would make the "blur" baseline the input itself: an empty path and all-zero attributions
+        self.blur_sigma = check_positive_float(blur_sigma, "blur_sigma")
+        self.baseline = check_baseline(baseline, "baseline")
+        self.insertion_baseline = check_baseline(insertion_baseline, "insertion_baseline")
+        self.score = check_choice(score, "score", SCORES)
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """A lower bound: per path (N per direction) one gradient per macro step and sub-step, plus the ends
+        (adaptive bisection adds more); memory: a few float copies of every path's state."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        paths = n * (2 if self.direction == "both" else 1)
+        if input_shape is None or len(input_shape) < 2:
+            return Cost(evaluations=paths * (self.substeps + 2), param="step_size", value=self.step_size)
+        shape = tuple(int(v) for v in input_shape[1:])
+        channels = shape[0] if len(shape) >= 2 else 1
+        n_pixels = math.prod(shape[1:]) if len(shape) >= 2 else shape[0]
+        n_features = n_pixels if self.features == "pixel" else n_pixels * channels
+        macro = math.ceil(n_features / self.resolved_step_size(shape))
+        d = math.prod(shape)
+        memory = 4.0 * 10 * paths * d + 16.0 * paths * n_features  # ~10 float copies per path, 2 int64 orders
+        return Cost(evaluations=paths * (macro * self.substeps + 2), bytes=memory, param="step_size",
+                    value=self.step_size,
+                    detail=f"{paths} path(s) x {macro} macro steps x {self.substeps} sub-step(s)")
 
     def params(self) -> dict[str, Any]:
         return {"step_size": self.step_size, "features": self.features, "direction": self.direction,

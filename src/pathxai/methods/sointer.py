@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..core import Method, Target, register_method
-from ..core.validation import check_input
+from ..core.validation import check_finite, check_input
 from ..structured.interpreter import Selector
 
 
@@ -65,6 +65,9 @@ class _SelectorMethod(Method):
             for i in range(0, x.shape[0], bs):
                 parts.append(sel(x[i:i + bs]))
         logits = torch.cat(parts).clone()
+        check_finite(logits, "interpreter output", noun="sample",
+                     cause="the trained interpreter returned NaN/Inf selection logits; likely causes: NaN/Inf in its "
+                           "weights or inputs far outside the range it was trained on")
         idx = logits.topk(sel.k, dim=1).indices
         mask = torch.zeros_like(logits).scatter_(1, idx, 1.0)
         return logits, {"mask": mask, "selected": idx, "k": sel.k, "groups": sel.groups.clone()}

@@ -10,7 +10,7 @@ import torch
 from ..core.evaluator import BatchedEvaluator
 from ..core.explanation import Explanation
 from ..core.targets import Target, TargetLike, resolve_target
-from ..core.validation import check_model_output
+from ..core.validation import MODEL_OUTPUT_CAUSE, check_finite, check_model_output
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,6 +101,13 @@ class MetricResult:
         return float(self.score.double().mean())
 
 
+def check_score_name(score: Any, name: str = "score") -> str:
+    """Validate a user ``score`` ("softmax", "logit", "log_softmax", any case) before any model call."""
+    if not isinstance(score, str) or score.lower() not in SCORE_KINDS:
+        raise ValueError(f"{name} must be 'softmax', 'logit' or 'log_softmax', got {score!r}")
+    return score
+
+
 def score_kind(score: str, target: Target, name: str = "score") -> str:
     """Map a user ``score`` ("softmax", "logit", "log_softmax") to a :meth:`Target.score` kind."""
     if not isinstance(score, str) or score.lower() not in SCORE_KINDS:
@@ -120,6 +127,7 @@ def metric_target(evaluator: BatchedEvaluator, x: torch.Tensor, target: TargetLi
         return resolve_target(target, x.shape[0])
     with torch.inference_mode():
         out = check_model_output(evaluator.model(x[:1]), 1)
+    check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, context=" (probing the number of classes)")
     evaluator.n_probe += 1
     if out.ndim != 2:
         raise ValueError(f"the model output for inputs of shape {tuple(x.shape)} is {tuple(out.shape)}, not "

@@ -10,19 +10,23 @@ for sensitivity) drawn from a seeded generator, so a call is reproducible for a 
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from ..core import limits
 from ..core.evaluator import AUTO, BatchedEvaluator, evaluation_mode
 from ..core.explanation import Explanation
+from ..core.limits import Cost
 from ..core.method import Method, get_method
 from ..core.seeding import item_seed
 from ..core.targets import Target, TargetLike
-from ..core.validation import check_input, check_positive_int
-from ._common import MetricInfo, MetricResult, as_attribution, metric_target, register_metric, score_kind, target_meta
+from ..core.validation import check_bool, check_input, check_positive_float, check_positive_int, check_seed
+from ._common import (MetricInfo, MetricResult, as_attribution, check_score_name, metric_target, register_metric,
+                      score_kind, target_meta)
 
 
 @dataclass(kw_only=True)
@@ -84,6 +88,21 @@ def infidelity(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, e
     start_time = time.perf_counter()
     x = check_input(x, "x").detach().cpu()
     n_perturb_samples = check_positive_int(n_perturb_samples, "n_perturb_samples")
+    noise_std = check_positive_float(noise_std, "noise_std")
+    normalize = check_bool(normalize, "normalize")
+    seed = check_seed(seed)
+    check_score_name(score)
+    if max_examples_per_batch is not None:
+        max_examples_per_batch = check_positive_int(max_examples_per_batch, "max_examples_per_batch")
+    if perturb_fn is not None and not callable(perturb_fn):
+        raise TypeError(f"perturb_fn must be None or a callable, got {type(perturb_fn).__name__}")
+    n = x.shape[0]
+    # Captum perturbs all samples x perturbations at once unless max_examples_per_batch splits them
+    per_call = n * n_perturb_samples if max_examples_per_batch is None else min(n * n_perturb_samples,
+                                                                                 max_examples_per_batch)
+    limits.check(Cost(evaluations=n * (n_perturb_samples + 1), bytes=12.0 * per_call * math.prod(x.shape[1:]),
+                      param="n_perturb_samples", value=n_perturb_samples,
+                      detail=f"{n} input(s) x {n_perturb_samples} perturbations"), "metric 'infidelity'")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
     method_evals = 0
     with evaluation_mode(model):
@@ -161,10 +180,22 @@ def sensitivity_max(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     start_time = time.perf_counter()
     x = check_input(x, "x").detach().cpu()
     n_perturb_samples = check_positive_int(n_perturb_samples, "n_perturb_samples")
-    if isinstance(perturb_radius, bool) or not isinstance(perturb_radius, (int, float)) or perturb_radius < 0:
+    if isinstance(perturb_radius, bool) or not isinstance(perturb_radius, (int, float)) or not perturb_radius >= 0 \
+            or not math.isfinite(perturb_radius):
         raise ValueError(f"perturb_radius must be a number >= 0, got {perturb_radius!r}")
+    seed = check_seed(seed)
+    if max_examples_per_batch is not None:
+        max_examples_per_batch = check_positive_int(max_examples_per_batch, "max_examples_per_batch")
+    if perturb_fn is not None and not callable(perturb_fn):
+        raise TypeError(f"perturb_fn must be None or a callable, got {type(perturb_fn).__name__}")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
     m = _method(model, method, batch_size=batch_size, seed=seed, progress=progress, method_kwargs=method_kwargs)
+    # every perturbed copy is explained by the method: its cost times (1 + n_perturb_samples)
+    per = m.cost(tuple(x.shape))
+    limits.check(Cost(evaluations=per.evaluations * (n_perturb_samples + 1), bytes=per.bytes,
+                      param="n_perturb_samples", value=n_perturb_samples,
+                      detail=f"{n_perturb_samples + 1} explanations by {m.name!r} of about "
+                             f"{per.evaluations:.3g} evaluations each"), "metric 'sensitivity_max'")
     first: dict[str, torch.Tensor] = {}
     method_evals = [0]
     with evaluation_mode(model):

@@ -14,12 +14,13 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.baselines import BaselineLike, describe_baseline, make_baseline
+from ..core.baselines import BaselineLike, check_baseline, describe_baseline, make_baseline
 from ..core.evaluator import AUTO, BatchedEvaluator, evaluation_mode
 from ..core.method import item_outputs
 from ..core.targets import TargetLike
-from ..core.validation import check_input
-from ._common import MetricInfo, MetricResult, as_attribution, metric_target, register_metric, score_kind, target_meta
+from ..core.validation import check_input, check_positive_float, check_seed
+from ._common import (MetricInfo, MetricResult, as_attribution, check_score_name, metric_target, register_metric,
+                      score_kind, target_meta)
 
 
 @dataclass(kw_only=True)
@@ -74,6 +75,10 @@ def completeness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     if attribution.ndim < 1 or attribution.shape[0] != n:
         raise ValueError(f"attribution must have shape (N, ...) with N = {n} to match x of shape {tuple(x.shape)}, "
                          f"got {tuple(attribution.shape)}")
+    check_score_name(score)
+    check_baseline(baseline, "baseline")
+    check_positive_float(blur_sigma, "blur_sigma")
+    seed = check_seed(seed)
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
     with evaluation_mode(model):
         b = make_baseline(x, baseline, blur_sigma=blur_sigma, seed=seed, name="baseline")

@@ -26,12 +26,15 @@ from typing import Any
 
 import torch
 
+from ..core import limits
 from ..core.evaluator import AUTO, BatchedEvaluator, evaluation_mode
+from ..core.limits import Cost
 from ..core.method import item_outputs
 from ..core.seeding import item_generator
 from ..core.targets import TargetLike
-from ..core.validation import check_input, check_positive_int, check_saliency
-from ._common import MetricInfo, MetricResult, as_saliency, metric_target, register_metric, score_kind, target_meta
+from ..core.validation import check_input, check_positive_int, check_saliency, check_seed
+from ._common import (MetricInfo, MetricResult, as_saliency, check_score_name, metric_target, register_metric,
+                      score_kind, target_meta)
 from .pointing import PointingGameResult, _as_masks, pointing_game
 
 QUANTUS_TOP_K = 1000
@@ -207,9 +210,14 @@ def monotonicity_correlation(model: Any, x: torch.Tensor, saliency: Any, target:
     saliency = check_saliency(as_saliency(saliency), x)
     n_groups = check_positive_int(n_groups, "n_groups", minimum=2)
     n_samples = check_positive_int(n_samples, "n_samples")
+    seed = check_seed(seed)
+    check_score_name(score)
     n, c, h, w = x.shape
     if n_groups > h * w:
         raise ValueError(f"n_groups = {n_groups} exceeds the {h * w} pixels of x")
+    limits.check(Cost(evaluations=n * (n_groups * n_samples + 1), param="n_samples", value=n_samples,
+                      detail=f"{n} input(s) x {n_groups} groups x {n_samples} samples"),
+                 "metric 'monotonicity_correlation'")
     x = x.detach().cpu()
     ev = BatchedEvaluator(model, batch_size=batch_size, progress=False)
     with evaluation_mode(model):

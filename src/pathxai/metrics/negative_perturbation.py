@@ -18,12 +18,15 @@ pixel in all channels; text ``x`` (N, L, D) with saliency (N, L) mask a token (a
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from ..core import limits
 from ..core.evaluator import AUTO, BatchedEvaluator
+from ..core.limits import Cost
 from ..core.validation import check_input
 from ._common import MetricInfo, MetricResult, as_saliency, register_metric
 
@@ -98,9 +101,15 @@ def negative_perturbation(model: Callable[[torch.Tensor], torch.Tensor], x: torc
     flat, mask_shape = _feature_view(x, saliency.detach().cpu())
     n, n_feat = flat.shape
     fr = torch.tensor([float(f) for f in fractions], dtype=torch.float64)
-    if fr.numel() < 2 or (fr <= 0).any() or (fr >= 1).any() or (fr.diff() <= 0).any():
+    # NaN passes every comparison below, so it is refused explicitly
+    if fr.numel() < 2 or not bool(torch.isfinite(fr).all()) or (fr <= 0).any() or (fr >= 1).any() \
+            or (fr.diff() <= 0).any():
         raise ValueError(f"fractions must be >= 2 increasing values in (0, 1), got {list(fractions)}")
+    if isinstance(baseline, bool) or not isinstance(baseline, (numbers.Real, torch.Tensor)):
+        raise TypeError(f"baseline must be a number or a tensor broadcastable to one sample, got {baseline!r}")
     base = torch.as_tensor(baseline, dtype=x.dtype)
+    if not bool(torch.isfinite(base).all()):
+        raise ValueError(f"baseline must be finite (a value a masked feature takes), got NaN/Inf in {baseline!r}")
     if valid is None:
         valid_flat = torch.ones(n, n_feat, dtype=torch.bool)
     else:
@@ -114,6 +123,8 @@ def negative_perturbation(model: Callable[[torch.Tensor], torch.Tensor], x: torc
     rank.scatter_(1, order, torch.arange(n_feat).expand(n, -1).contiguous())
     counts = (fr.unsqueeze(0) * valid_flat.sum(1, keepdim=True).double()).round().long()  # (N, K)
     k = fr.numel()
+    limits.check(Cost(evaluations=n * (k + 1), param="fractions", value=f"{k} values",
+                      detail=f"{n} input(s) x {k + 1} masking levels"), "metric 'negative_perturbation'")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
 
     def build(a: int, b: int) -> torch.Tensor:

@@ -57,13 +57,15 @@ from typing import Any, Callable
 
 import torch
 
-from ..core.baselines import BaselineLike, describe_baseline, make_baseline
+from ..core import limits
+from ..core.baselines import BaselineLike, check_baseline, describe_baseline, make_baseline
 from ..core.evaluator import AUTO, BatchedEvaluator, evaluation_mode
+from ..core.limits import Cost
 from ..core.method import item_outputs
 from ..core.targets import TargetLike
-from ..core.validation import check_input, check_positive_int, check_saliency
-from ._common import (MetricInfo, MetricResult, as_saliency, metric_target, register_metric, score_kind,
-                      target_meta, warn_nan)
+from ..core.validation import check_input, check_positive_float, check_positive_int, check_saliency
+from ._common import (MetricInfo, MetricResult, as_saliency, check_score_name, metric_target, register_metric,
+                      score_kind, target_meta, warn_nan)
 
 NORMALISATIONS = ("none", "input", "samp")
 
@@ -133,8 +135,14 @@ def _curve_metric(kind: str, model: Callable[[torch.Tensor], torch.Tensor], x: t
     if not isinstance(normalisation, str) or normalisation.lower() not in NORMALISATIONS:
         raise ValueError(f"normalisation must be one of {', '.join(map(repr, NORMALISATIONS))}, got {normalisation!r}")
     normalisation = normalisation.lower()
+    check_score_name(score)
+    check_baseline(baseline, "baseline")
+    check_positive_float(blur_sigma, "blur_sigma")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
     n, _, h, w = x.shape
+    cost = Cost(evaluations=n * (steps + 1), bytes=8.0 * n * (steps + 1) * 3 + 8.0 * (steps + 1), param="steps",
+                value=steps, detail=f"{n} input(s) x {steps + 1} curve points")
+    limits.check(cost, f"metric {kind!r}")
     hw = h * w
     per_sample = steps + 1
     with evaluation_mode(model):

@@ -22,14 +22,17 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..core.baselines import BaselineLike, describe_baseline, make_baseline
+from ..core import limits
+from ..core.baselines import BaselineLike, check_baseline, describe_baseline, make_baseline
 from ..core.evaluator import AUTO, BatchedEvaluator, evaluation_mode
+from ..core.limits import Cost
 from ..core.method import item_outputs
 from ..core.seeding import item_generator
 from ..core.targets import TargetLike
-from ..core.validation import check_input, check_positive_int
-from ._common import (MetricInfo, MetricResult, as_attribution, metric_target, pearson, register_metric, score_kind,
-                      target_meta, warn_nan)
+from ..core.validation import (check_finite_float, check_input, check_positive_float, check_positive_int,
+                               check_seed)
+from ._common import (MetricInfo, MetricResult, as_attribution, check_score_name, metric_target, pearson,
+                      register_metric, score_kind, target_meta, warn_nan)
 
 
 @dataclass(kw_only=True)
@@ -73,6 +76,9 @@ def _groups(features: Any, shape: tuple[int, ...], name: str = "features") -> to
 
 def default_ns(n_features: int, count: int = 10, max_fraction: float = 0.8) -> list[int]:
     """``count`` log-spaced subset sizes from 1 to ``max_fraction`` of the features (at most n_features - 1)."""
+    n_features = check_positive_int(n_features, "n_features", minimum=2)
+    count = check_positive_int(count, "count", minimum=2)  # count - 1 divides below
+    max_fraction = check_finite_float(max_fraction, "max_fraction", low=0.0, high=1.0, low_open=True)
     top = max(1, min(n_features - 1, int(max_fraction * n_features)))
     if top == 1:
         return [1]
@@ -112,8 +118,10 @@ def sensitivity_n(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     x = check_input(x, "x").detach().cpu()
     attribution = as_attribution(attribution)
     n_subsets = check_positive_int(n_subsets, "n_subsets", minimum=2)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    seed = check_seed(seed)
+    check_score_name(score)
+    check_baseline(baseline, "baseline")
+    check_positive_float(blur_sigma, "blur_sigma")
     n = x.shape[0]
     sample_shape = tuple(x.shape[1:])
     if tuple(attribution.shape) == tuple(x.shape):
@@ -149,6 +157,8 @@ def sensitivity_n(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     ns_t = torch.tensor(ns_list, dtype=torch.long)
     per_sample = n_sizes * n_subsets
     total = n * per_sample
+    limits.check(Cost(evaluations=total + n, bytes=16.0 * total, param="n_subsets", value=n_subsets,
+                      detail=f"{n} input(s) x {n_sizes} sizes x {n_subsets} subsets"), "metric 'sensitivity_n'")
     elem_groups_flat = elem_groups.reshape(-1)
     sums = torch.empty(total, dtype=torch.float64)
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)

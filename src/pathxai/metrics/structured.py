@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..core.validation import MODEL_OUTPUT_CAUSE, check_finite, check_finite_float, check_model_output
 from ..structured.energy import harden
 from ..structured.groups import apply_mask, check_groups, n_groups
 from ..structured.interpreter import check_k, check_target_outputs
@@ -54,10 +55,17 @@ def _full_and_masked(black_box: Callable[[torch.Tensor], torch.Tensor], x: torch
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """Hardened target outputs (N, |T|) of the black box on x and on x masked to the k top-attributed groups."""
     gi = _check(attribution, x, groups)
+    check_finite_float(baseline, "baseline")  # NaN would mask every input to NaN
+    if not bool(torch.isfinite(attribution).all()):
+        raise ValueError(f"attribution contains NaN/Inf values (shape {tuple(attribution.shape)})")
     with torch.no_grad():
-        full = harden(black_box(x))
+        raw = check_model_output(black_box(x), x.shape[0])
+        check_finite(raw, "model output", cause=MODEL_OUTPUT_CAUSE)
+        full = harden(raw)
         tgt = list(check_target_outputs(target, full.shape[1]))
-        masked = harden(black_box(apply_mask(x, top_k_mask(attribution, k), gi, baseline)))
+        raw = check_model_output(black_box(apply_mask(x, top_k_mask(attribution, k), gi, baseline)), x.shape[0])
+        check_finite(raw, "model output", cause=MODEL_OUTPUT_CAUSE, context=" (on the masked inputs)")
+        masked = harden(raw)
     return full[:, tgt], masked[:, tgt]
 
 

@@ -8,6 +8,7 @@ image is flagged (``changed = False``).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -36,9 +37,9 @@ def blur_baseline(x: torch.Tensor, predict: Predict, sigma_range: tuple[float, f
         ``(baseline (N, C, H, W), sigma (N,) float64, changed (N,) bool)``.
     """
     lo_s, hi_s = float(sigma_range[0]), float(sigma_range[1])
-    if not 0 < lo_s <= hi_s:
+    if not 0 < lo_s <= hi_s or not math.isfinite(hi_s):
         raise ValueError(f"blur_range must be (low, high) with 0 < low <= high, got {sigma_range!r}")
-    if tol <= 0:
+    if not tol > 0 or not math.isfinite(tol):  # NaN would pass `tol <= 0` and never end the bisection
         raise ValueError(f"blur_tol must be > 0, got {tol}")
     n = x.shape[0]
     reference = predict(x)
@@ -84,7 +85,8 @@ def ablation_baseline(x: torch.Tensor, baseline: Any, *, predict: Predict | None
             if predict is None:
                 raise ValueError("blur_sigma='auto' needs the model's arg-max class (a (N, num_classes) output)")
             return blur_baseline(x, predict, blur_range, blur_tol)
-        if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) or blur_sigma < 0:
-            raise ValueError(f"blur_sigma must be 'auto' or a number of pixels >= 0, got {blur_sigma!r}")
+        if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) or not blur_sigma > 0 \
+                or not math.isfinite(blur_sigma):
+            raise ValueError(f"blur_sigma must be 'auto' or a number of pixels > 0, got {blur_sigma!r}")
         return gaussian_blur(x, float(blur_sigma)), torch.full((n,), float(blur_sigma), dtype=torch.float64), yes
     return make_baseline(x, baseline, seed=seed), nan, yes

@@ -9,14 +9,15 @@ the gradient w.r.t. the low-resolution masks comes by the chain rule through the
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from ...core import Method, Target, register_method
-from ...core.baselines import describe_baseline
+from ...core import Method, Target, limits, register_method
+from ...core.baselines import check_baseline, describe_baseline
 from ...core.evaluator import evaluation_mode
-from ...core.validation import check_positive_int
+from ...core.limits import Cost
+from ...core.validation import check_bool, check_positive_int
 from .baselines import ablation_baseline
 from .optimiser import AscentConfig, ascent_step, should_stop, state_saturation
 from .paths import affine_path, blend, time_grid, time_weights, upsample_masks
@@ -99,7 +100,14 @@ class AblationPath(Method):
         if not (isinstance(mask_size, (tuple, list)) and len(mask_size) == 2):
             raise TypeError(f"mask_size must be an int or a pair (h, w), got {mask_size!r}")
         self.mask_size = (check_positive_int(mask_size[0], "mask_size"), check_positive_int(mask_size[1], "mask_size"))
-        self.baseline = baseline
+        self.baseline = check_baseline(baseline)
+        if isinstance(blur_sigma, str):
+            if blur_sigma != "auto":
+                raise ValueError(f"blur_sigma must be 'auto' or a number of pixels > 0, got {blur_sigma!r}")
+        elif isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) \
+                or not math.isfinite(blur_sigma) or blur_sigma <= 0:
+            # sigma 0 makes the baseline the image itself: a path from x to x and a constant heatmap
+            raise ValueError(f"blur_sigma must be 'auto' or a number of pixels > 0, got {blur_sigma!r}")
         self.blur_sigma = blur_sigma
         if not (isinstance(blur_range, (tuple, list)) and len(blur_range) == 2
                 and 0 < _check_number(blur_range[0], "blur_range") <= _check_number(blur_range[1], "blur_range")):
@@ -107,6 +115,8 @@ class AblationPath(Method):
         self.blur_range = (float(blur_range[0]), float(blur_range[1]))
         self.blur_tol = _check_number(blur_tol, "blur_tol", low=1e-6)
         self.step_size = _check_number(step_size, "step_size", low=0.0)
+        if self.step_size == 0:  # a zero step never moves the path: the affine start would be returned as optimised
+            raise ValueError(f"step_size must be a finite number > 0, got {step_size}")
         self.smoothing_sigma = None if smoothing_sigma is None else _check_number(smoothing_sigma, "smoothing_sigma",
                                                                                   low=0.0)
         self.saturation = _check_number(saturation, "saturation", low=0.0)
@@ -127,7 +137,7 @@ class AblationPath(Method):
             raise ValueError("reduction='contrastive' (Eq. 2.36) needs the pair of paths of "
                              "score='boundary_straddling'")
         self.reduction = reduction
-        self.window = bool(window)
+        self.window = check_bool(window, "window")
         if score_kind not in (None, "softmax", "log_softmax", "output"):
             raise ValueError(f"score_kind must be None, 'softmax', 'log_softmax' or 'output', got {score_kind!r}")
         self.score_kind = score_kind
@@ -140,6 +150,21 @@ class AblationPath(Method):
                 "saturation_target": self.saturation_target, "min_iterations": self.min_iterations,
                 "max_iterations": self.max_iterations, "reduction": self.reduction, "window": self.window,
                 "score_kind": self.score_kind}
+
+    def cost(self, input_shape: Sequence[int] | None) -> Cost:
+        """An upper bound: N x paths x n_steps gradient evaluations per iteration for 1 + max_iterations iterations,
+        plus the final curves, the path ends and the blur search; memory: the (N, max_iterations + 1) score history
+        and float64 copies of the (N, P, n, h, w) path state."""
+        n = 1 if input_shape is None else int(input_shape[0])
+        per_iteration = n * self.n_paths * self.n_steps
+        evaluations = per_iteration * (self.max_iterations + 2) + 2 * n + (12 * n if self.baseline == "blur" else 0)
+        memory = 8.0 * n * (self.max_iterations + 1)
+        if input_shape is not None and len(input_shape) == 4:
+            h, w = self.mask_shape((int(input_shape[2]), int(input_shape[3])))
+            memory += 8.0 * 4 * n * self.n_paths * self.n_steps * h * w
+        return Cost(evaluations=evaluations, bytes=memory, param="max_iterations", value=self.max_iterations,
+                    detail=f"{n} input(s) x {self.n_paths} path(s) x {self.n_steps} steps x "
+                           f"{self.max_iterations + 1} iterations")
 
     # ------------------------------------------------------------------ geometry and settings
     def mask_shape(self, image_shape: tuple[int, int]) -> tuple[int, int]:
@@ -281,6 +306,8 @@ class AblationPath(Method):
             ``(score (N,) float64, grad (N, P, n, h, w) float64)``.
         """
         x = self.validate_input(x).detach().cpu()
+        limits.check(Cost(evaluations=x.shape[0] * self.n_paths * self.n_steps + 2 * x.shape[0]),
+                     f"method {self.name!r} (path_gradient)")
         self.evaluator.reset_counts()
         with evaluation_mode(self.model):
             resolved = self.resolve_target(x, target)

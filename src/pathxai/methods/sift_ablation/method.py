@@ -18,6 +18,7 @@ Pixel heatmaps come from the feature importance through the homogeneous-field ex
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -25,7 +26,8 @@ import torch
 
 from ...core import Method, Target, accumulate_rows, item_generator, item_outputs, register_method
 from ...core.baselines import gaussian_blur
-from ...core.validation import check_fraction, check_positive_int
+from ...core.validation import (check_choice, check_finite_float, check_fraction, check_positive_float,
+                                check_positive_int)
 from ..ablation_path import (AblationPath, AscentConfig, ascent_step, should_stop, state_saturation)
 from ..ablation_path.paths import affine_path, time_grid, time_weights
 from ..ablation_path.reductions import (average_heatmap, class_transition_heatmap, class_transition_index,
@@ -54,7 +56,8 @@ class _SiftFeatures:
             raise ValueError(f"heatmap must be one of {HEATMAPS}, got {heatmap!r}")
         for name, value in (("eta", eta), ("contrast_threshold", contrast_threshold), ("edge_ratio", edge_ratio),
                             ("sigma_min", sigma_min)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+                    or not math.isfinite(value):
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
         self.sift = {"eta": float(eta), "cells": cells, "sparsity": check_fraction(sparsity, "sparsity", high=0.999),
                      "contrast_threshold": float(contrast_threshold), "edge_ratio": float(edge_ratio),
@@ -63,8 +66,14 @@ class _SiftFeatures:
                      "n_levels": check_positive_int(n_levels, "n_levels")}
         if isinstance(heat_exponent, bool) or not isinstance(heat_exponent, (int, float)):
             raise TypeError(f"heat_exponent must be a number, got {heat_exponent!r}")
-        self.sift["heat_exponent"] = float(heat_exponent)
+        self.sift["heat_exponent"] = check_finite_float(heat_exponent, "heat_exponent")
         self.heatmap = heatmap
+        if heatmap_sigmas is not None:
+            if not (isinstance(heatmap_sigmas, (tuple, list)) and len(heatmap_sigmas) == 2):
+                raise TypeError(f"heatmap_sigmas must be None or a pair (sigma_LP, sigma_HP) of pixels, got "
+                                f"{heatmap_sigmas!r}")
+            heatmap_sigmas = (check_positive_float(heatmap_sigmas[0], "heatmap_sigmas[0]"),
+                              check_positive_float(heatmap_sigmas[1], "heatmap_sigmas[1]"))
         self.heatmap_sigmas = heatmap_sigmas
 
     def decompose(self, image: torch.Tensor) -> SiftDecoder:
@@ -343,8 +352,7 @@ class SiftRISE(_SiftFeatures, Method):
         Method.__init__(self, model, **kwargs)
         self.n_masks = check_positive_int(n_masks, "n_masks")
         self.p = check_fraction(p, "p", inclusive=False)
-        if score not in (None, "softmax", "output"):
-            raise ValueError(f"score must be None, 'softmax' or 'output', got {score!r}")
+        check_choice(score, "score", (None, "softmax", "output"))
         self.score = score
         self._init_sift(eta=eta, cells=cells, sparsity=sparsity, contrast_threshold=contrast_threshold,
                         edge_ratio=edge_ratio, max_keypoints=max_keypoints, sigma_min=sigma_min,
