@@ -12,6 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..core.validation import check_positive_int, check_seed
 from .store import SETTINGS_KEYS, RunStore, _atomic_write, iter_chunks
 from .work import RUN_METRICS, finite_or_none, plan_items
 
@@ -19,18 +20,6 @@ from .work import RUN_METRICS, finite_or_none, plan_items
 # see :func:`run`); keys outside this list (``trust_model_file``) are taken from the session that resumes
 RESULT_KEYS = SETTINGS_KEYS + ("convert_modes",)
 RUN_FORMAT = 2          # 2: every result file carries its own record (format 1 runs are read and resumed too)
-SEED_LIMIT = 2 ** 63
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int | None = None) -> int:
-    """``value`` as an int in [lo, hi) or a TypeError / ValueError naming the argument and the accepted range."""
-    accepted = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, 2**63)" if hi == SEED_LIMIT \
-        else f"an integer in [{lo}, {hi})"
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be {accepted}, got {type(value).__name__} {value!r}")
-    if value < lo or (hi is not None and value >= hi):
-        raise ValueError(f"{name} must be {accepted}, got {value}")
-    return int(value)
 
 
 @dataclass
@@ -174,13 +163,13 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer for reproducible runs, got {batch_size!r}")
-    workers = _check_int("workers", workers, 1)
-    shard_size = _check_int("shard_size", shard_size, 1)
-    steps = _check_int("steps", steps, 1)
-    seed = _check_int("seed", seed, 0, SEED_LIMIT)
-    threads_per_worker = _check_int("threads_per_worker", threads_per_worker, 1)
+    workers = check_positive_int(workers, "workers")
+    shard_size = check_positive_int(shard_size, "shard_size")
+    steps = check_positive_int(steps, "steps")
+    seed = check_seed(seed)
+    threads_per_worker = check_positive_int(threads_per_worker, "threads_per_worker")
     if n_images is not None:
-        n_images = _check_int("n_images", n_images, 1)
+        n_images = check_positive_int(n_images, "n_images")
     for name, flag in (("convert_modes", convert_modes), ("trust_model_file", trust_model_file)):
         if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(f"{name} must be True or False, got {flag!r}")

@@ -59,8 +59,10 @@ def plan_items(data: str | Path, *, labels: str | Path | None = None, n_images: 
     from ..data import scan_images
     from ..suites import list_suites
 
-    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 1):
-        raise ValueError(f"n_images must be a positive integer (or None for all items), got {n_images!r}")
+    from ..core.validation import check_positive_int
+
+    if n_images is not None:
+        n_images = check_positive_int(n_images, "n_images")
     name = str(data)
     if not Path(name).exists() and name.replace("_", "-") in list_suites():
         from ..suites import load_suite
