@@ -106,19 +106,23 @@ def test_bad_inputs(name, digits_model, digit_batch):
     with pytest.raises(TypeError, match=r"target must hold integer class indices"):
         method.explain(x, torch.tensor([1.0, 2.0, 3.0]))
 
-    with pytest.raises(TypeError, match=r"model output must be a torch.Tensor of shape \(N, \.\.\.\), got dict"):
-        make(name, DictOutput(digits_model), batch_size=4).explain(x, 1)
-    with pytest.raises(TypeError, match=r"model output must be a single torch.Tensor.*got a tuple"):
-        make(name, TupleOutput(digits_model), batch_size=4).explain(x)
+    # logits in a dict / tuple / ModelOutput are unwrapped (see test_structured_model_outputs_are_unwrapped);
+    # an output without logits names what came back and how to adapt the model
+    with pytest.raises(TypeError, match=r"returned dict with keys \['scores'\], not a logits tensor.*"
+                                        r"px.models.adapt\(model, output=\"scores\"\)"):
+        make(name, DictOutput(digits_model, key="scores"), batch_size=4).explain(x, 1)
+    with pytest.raises(TypeError, match=r"returned str, not a logits tensor"):
+        make(name, lambda inp: "logits", batch_size=4).explain(x, 1)
 
 
 class DictOutput(torch.nn.Module):
-    def __init__(self, net):
+    def __init__(self, net, key="logits"):
         super().__init__()
         self.net = net
+        self.key = key
 
     def forward(self, inp):
-        return {"logits": self.net(inp)}
+        return {self.key: self.net(inp)}
 
 
 class TupleOutput(DictOutput):

@@ -134,10 +134,12 @@ def test_a_target_is_refused(name, encoder, batch):
 def test_bad_inputs(name, encoder, batch):
     method = make(name, encoder, batch_size=4)
     assert_rejects_bad_inputs(method, batch, "digits-cnn-features")
-    with pytest.raises(TypeError, match=r"model output must be a torch.Tensor of shape \(N, \.\.\.\), got dict"):
+    with pytest.raises(TypeError, match=r"returned dict with keys \['representation'\], not a logits tensor.*"
+                                        r"px.models.adapt\(model, output=\"representation\"\)"):
         make(name, DictOutput(encoder), batch_size=4).explain(batch)
-    with pytest.raises(TypeError, match=r"model output must be a single torch.Tensor.*got a tuple"):
-        make(name, TupleOutput(encoder), batch_size=4).explain(batch)
+    # a tuple's first element is the output (e.g. transformers models called with return_dict=False)
+    plain = make(name, encoder, batch_size=4).explain(batch).attribution
+    torch.testing.assert_close(make(name, TupleOutput(encoder), batch_size=4).explain(batch).attribution, plain)
 
 
 class DictOutput(nn.Module):

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import time
+import warnings
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .files import atomic_write_text
+from .placement import (Placement, as_logits, free_device_memory, is_out_of_memory, model_placement, to_model_input,
+                        widen_output)
 from .validation import (GRADIENT_CAUSE, MODEL_OUTPUT_CAUSE, TARGET_SCORE_CAUSE, check_finite,
                          check_model_output, check_positive_int)
 
@@ -40,8 +43,9 @@ _TIMINGS_PER_SIZE = 2
 _TIE_FACTOR = 1.05
 
 
-def default_memory_budget() -> int:
-    """Bytes the evaluator may use for activations of one chunk: ``PATHXAI_MEMORY_BUDGET`` or 1/4 of free RAM."""
+def default_memory_budget(device: torch.device | None = None) -> int:
+    """Bytes the evaluator may use for activations of one chunk: ``PATHXAI_MEMORY_BUDGET``, else on a CUDA device
+    half of its free memory (``torch.cuda.mem_get_info``), else 1/4 of free RAM (CPU, and MPS's unified memory)."""
     env = os.environ.get("PATHXAI_MEMORY_BUDGET")
     if env:
         try:
@@ -51,6 +55,9 @@ def default_memory_budget() -> int:
         if not math.isfinite(value) or value < 1:
             raise ValueError(f"environment variable PATHXAI_MEMORY_BUDGET must be a number of bytes >= 1, got {env!r}")
         return int(value)
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        free, _total = torch.cuda.mem_get_info(device)
+        return max(64 * 2**20, int(free) // 2)
     try:
         pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
         return max(256 * 2**20, min(int(pages) // 4, 8 * 2**30))
@@ -182,11 +189,14 @@ def _save_disk_choice(model: Any, key: tuple, size: int) -> None:
         pass  # the cache is an optimisation only
 
 
-def estimate_sample_bytes(model: Any, sample: torch.Tensor) -> int | None:
+def estimate_sample_bytes(model: Any, sample: torch.Tensor,
+                          call: Callable[[torch.Tensor], Any] | None = None) -> int | None:
     """Bytes of activations one sample produces in a forward pass (sum over leaf modules' outputs), or ``None``.
 
     Args:
         sample: (1, ...) input.
+        call: how to run the model on ``sample`` (default ``model(sample)``; the evaluator passes its own call,
+            which puts the sample on the model's device and dtype).
     """
     if not isinstance(model, torch.nn.Module):
         return None
@@ -199,7 +209,7 @@ def estimate_sample_bytes(model: Any, sample: torch.Tensor) -> int | None:
     handles = [m.register_forward_hook(hook) for m in model.modules() if not any(True for _ in m.children())]
     try:
         with torch.inference_mode():
-            model(sample)
+            (call or model)(sample)
     finally:
         for h in handles:
             h.remove()
@@ -295,17 +305,42 @@ def accumulate_rows(acc: torch.Tensor, index: torch.Tensor, rows: torch.Tensor,
         acc[int(index[j])] += row
 
 
+class OutOfMemoryBackoffWarning(UserWarning):
+    """A chunk ran out of memory and was retried in halves; the smaller size is kept for the model and shape."""
+
+
+# Chunk-size caps learnt from out-of-memory errors, per model and (sample shape, gradient?): the evaluator never
+# again tries a chunk that failed, in this process.
+_OOM_CAPS: "weakref.WeakKeyDictionary[Any, dict[tuple, int]]" = weakref.WeakKeyDictionary()
+_OOM_CAPS_BY_ID: dict[int, dict[tuple, int]] = {}
+
+
+def _oom_caps(model: Any) -> dict[tuple, int]:
+    try:
+        return _OOM_CAPS.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        return _OOM_CAPS_BY_ID.setdefault(id(model), {})
+
+
 class BatchedEvaluator:
     """Runs a model over many inputs in chunks of at most ``batch_size`` samples and counts evaluations.
+
+    The model is called where it lives: each chunk is moved to the model's device and cast to its dtype, a structured
+    output (``ModelOutput``, dict, tuple) is unwrapped to its logits, and a float16/bfloat16 output is widened to
+    float32 before it is scored. A chunk that runs out of memory (``torch.OutOfMemoryError`` on a GPU, the CPU
+    allocator's ``RuntimeError``) is retried in halves -- nothing was handed to the caller for it yet, so no work is
+    lost or counted twice -- and the smaller size is kept for that model and input shape (a warning says so once).
 
     Args:
         model: callable ``(n, ...) -> (n, ...)`` tensor, usually an ``nn.Module``.
         batch_size: positive int (max samples per forward or forward+backward) or ``"auto"``.
         progress: show a tqdm bar for long runs; ``None`` = only when stderr is a terminal.
-        memory_budget: bytes of activations a chunk may use in ``"auto"`` mode (default :func:`default_memory_budget`).
+        memory_budget: bytes of activations a chunk may use in ``"auto"`` mode (default :func:`default_memory_budget`
+            of the model's device).
     Attributes:
         n_forward: samples evaluated forward-only (under inference mode).
         n_gradient: samples evaluated forward + backward.
+        placement: the model's device and dtype (refreshed by :meth:`refresh_placement`).
     """
 
     def __init__(self, model: Callable[[torch.Tensor], torch.Tensor], batch_size: int | str = AUTO,
@@ -316,11 +351,29 @@ class BatchedEvaluator:
         self.batch_size = check_batch_size(batch_size)
         self.progress = progress
         self.memory_budget = None if memory_budget is None else check_positive_int(memory_budget, "memory_budget")
+        self.placement: Placement = model_placement(model)
         self.n_forward = 0
         self.n_gradient = 0
         self.n_probe = 0
         self.chunk_sizes_used: set[int] = set()
         self._chunk_seconds: float | None = None   # set by forward_chunks / gradient_chunks, read by chunks()
+        self._chunk_split = False                  # the current chunk was split after running out of memory
+
+    # ------------------------------------------------------------------ placement
+    def refresh_placement(self) -> Placement:
+        """Re-read the model's device and dtype (the user may have moved the model since the method was built)."""
+        self.placement = model_placement(self.model)
+        return self.placement
+
+    @property
+    def model_name(self) -> str:
+        return str(getattr(self.model, "model_name", type(self.model).__name__))
+
+    def call_model(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The model's output for ``inputs`` (n, ...): on the model's device and dtype, unwrapped to one tensor,
+        widened to float32 if the model computes in float16/bfloat16. Differentiable; no checks, no counting."""
+        out = as_logits(self.model(to_model_input(inputs, self.placement)), self.model_name)
+        return widen_output(out)
 
     # ------------------------------------------------------------------ accounting
     def reset_counts(self) -> None:
@@ -340,23 +393,30 @@ class BatchedEvaluator:
             self.n_forward += n
 
     # ------------------------------------------------------------------ chunking
+    @staticmethod
+    def _key(sample_shape: Sequence[int], grad: bool) -> tuple:
+        return (tuple(int(s) for s in sample_shape), bool(grad))
+
     def _probe(self, sample_shape: Sequence[int], grad: bool,
                example: Callable[[], torch.Tensor] | None) -> _AutoProbe:
         table = _probe_table(self.model)
-        key = (tuple(int(s) for s in sample_shape), bool(grad))
+        key = self._key(sample_shape, grad)
         probe = table.get(key)
         if probe is None:
             cached = _load_disk_choice(self.model, key)
             max_size = _CANDIDATE_SIZES[-1]
             if example is not None:
-                per_sample = estimate_sample_bytes(self.model, example()[:1])
+                per_sample = estimate_sample_bytes(self.model, example()[:1], self.call_model)
                 self.n_probe += 1
                 if per_sample:
                     factor = 3 if grad else 1  # saved activations plus their gradients
-                    budget = self.memory_budget or default_memory_budget()
+                    budget = self.memory_budget or default_memory_budget(self.placement.device)
                     max_size = max(1, min(max_size, budget // (factor * per_sample)))
             if cached is not None:
                 max_size = min(max_size, 2 * cached)
+            cap = _oom_caps(self.model).get(key)
+            if cap is not None:
+                max_size = min(max_size, cap)
             probe = table[key] = _AutoProbe(max_size=max_size)
         return probe
 
@@ -368,11 +428,16 @@ class BatchedEvaluator:
         In ``"auto"`` mode the time of each chunk tunes the size: the building of its inputs and the model call as
         :meth:`forward_chunks` / :meth:`gradient_chunks` report it, else all the time the caller spends on it; pass
         ``sample_shape`` (shape of one model input) so that the choice is cached per shape, and ``example`` (returns a
-        (1, ...) input; called once per new shape) to bound the size by the memory budget. Evaluations are not counted here: see :meth:`count`.
+        (1, ...) input; called once per new shape) to bound the size by the memory budget. A size that ran out of
+        memory before (for this model and shape) is never used again. Evaluations are not counted here: see
+        :meth:`count`. Callers that run the model themselves should use :meth:`map_chunks`, which also retries a
+        chunk that runs out of memory.
         """
         if total <= 0:
             return
         probe = self._probe(sample_shape, grad, example) if self.batch_size == AUTO else None
+        caps = _oom_caps(self.model)
+        key = self._key(sample_shape, grad)
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=total, desc=desc or ("gradients" if grad else "forward"), unit="eval", leave=False,
                    disable=not show, delay=2.0)
@@ -380,22 +445,77 @@ class BatchedEvaluator:
         try:
             while start < total:
                 size = probe.next_size() if probe is not None else self.batch_size
-                stop = min(total, start + int(size))
-                self.chunk_sizes_used.add(stop - start)
+                size = min(int(size), caps.get(key, int(size)))
+                stop = min(total, start + size)
                 t0 = time.perf_counter()
                 self._chunk_seconds = None
+                self._chunk_split = False
                 yield start, stop
+                if not self._chunk_split:
+                    self.chunk_sizes_used.add(stop - start)
                 # the model evaluations' own time when the caller reported it: the consumer's work between chunks
                 # can be lumpy (e.g. statistics merged every 64 masks) and would bias the comparison of sizes
                 elapsed = self._chunk_seconds if self._chunk_seconds is not None else time.perf_counter() - t0
-                if probe is not None and stop - start == size and probe.chosen is None:
+                if probe is not None and stop - start == size and probe.chosen is None and not self._chunk_split:
                     probe.record(size, elapsed)
                     if probe.chosen is not None:
-                        _save_disk_choice(self.model, (tuple(int(s) for s in sample_shape), bool(grad)), probe.chosen)
+                        _save_disk_choice(self.model, key, probe.chosen)
                 bar.update(stop - start)
                 start = stop
         finally:
             bar.close()
+
+    def _with_backoff(self, start: int, stop: int, work: Callable[[int, int], Any], grad: bool,
+                      sample_shape: Sequence[int], desc: str | None) -> Iterator[tuple[int, int, Any]]:
+        """``(a, b, work(a, b))`` over ``start..stop``: the whole range, or -- when ``work`` runs out of memory --
+        its halves, recursively, in order. ``work`` must have no lasting effect before it returns."""
+        pending = [(start, stop)]
+        while pending:
+            a, b = pending.pop(0)
+            failed = False
+            try:
+                result = work(a, b)
+            except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
+                if not is_out_of_memory(err) or b - a <= 1:
+                    raise
+                failed = True
+            if not failed:
+                if self._chunk_split:
+                    self.chunk_sizes_used.add(b - a)
+                yield a, b, result
+                continue
+            # out of the except block: the traceback (and the tensors its frames hold) is gone before the retry
+            free_device_memory(self.placement.device)
+            half = (b - a + 1) // 2
+            self._remember_oom(b - a, half, grad, sample_shape, desc)
+            self._chunk_split = True
+            pending[:0] = [(a, a + half), (a + half, b)]
+
+    def _remember_oom(self, size: int, half: int, grad: bool, sample_shape: Sequence[int], desc: str | None) -> None:
+        key = self._key(sample_shape, grad)
+        caps = _oom_caps(self.model)
+        if caps.get(key, size + 1) > half:
+            first = key not in caps
+            caps[key] = half
+            probe = _probe_table(self.model).get(key)
+            if probe is not None:   # "auto": never probe or choose a size that failed
+                probe.max_size = min(probe.max_size, half)
+                if probe.chosen is not None and probe.chosen > half:
+                    probe.chosen = half
+            if first:
+                where = self.placement.device or "the input's device"
+                warnings.warn(f"out of memory on {where} in a chunk of {size} {'gradient' if grad else 'forward'} "
+                              f"evaluations{_context(desc)} of {self.model_name}: retrying in chunks of at most "
+                              f"{half}, kept for this model and input shape (pass batch_size={half} or smaller to "
+                              "skip the retry)", OutOfMemoryBackoffWarning, stacklevel=4)
+
+    def map_chunks(self, total: int, fn: Callable[[int, int], Any], *, grad: bool, sample_shape: Sequence[int],
+                   desc: str | None = None) -> Iterator[tuple[int, int, Any]]:
+        """``(start, stop, fn(start, stop))`` over chunks of ``range(total)``, for callers that run the model
+        themselves (e.g. through Captum); a chunk that runs out of memory is retried in halves (see the class doc).
+        ``fn`` must count its evaluations (:meth:`count`) only once it succeeds."""
+        for start, stop in self.chunks(total, grad=grad, sample_shape=sample_shape, desc=desc):
+            yield from self._with_backoff(start, stop, fn, grad, sample_shape, desc)
 
     # ------------------------------------------------------------------ evaluation
     def _call(self, inputs: torch.Tensor, first_item: int = 0, desc: str | None = None) -> torch.Tensor:
@@ -403,7 +523,7 @@ class BatchedEvaluator:
 
         ``first_item`` numbers the rows among all items of the evaluation, for the error message.
         """
-        out = check_model_output(self.model(inputs), inputs.shape[0])
+        out = check_model_output(self.call_model(inputs), inputs.shape[0])
         # one isfinite per chunk: a NaN output would otherwise flow silently into an attribution or a metric
         check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, first_item=first_item, context=_context(desc))
         return out
@@ -421,14 +541,20 @@ class BatchedEvaluator:
             NonFiniteError: (a ``ValueError``) when the model returns NaN/Inf for some item.
         """
         example = lambda: make_batch(0, 1).detach()  # noqa: E731
-        for start, stop in self.chunks(total, grad=False, sample_shape=sample_shape, example=example, desc=desc):
-            t0 = time.perf_counter()
+
+        def work(start: int, stop: int) -> torch.Tensor:
             inputs = make_batch(start, stop)
             with torch.inference_mode():
                 out = self._call(inputs, start, desc)
+            return out.clone()  # a normal tensor: usable with autograd and in-place ops later
+
+        for start, stop in self.chunks(total, grad=False, sample_shape=sample_shape, example=example, desc=desc):
+            t0 = time.perf_counter()
+            done = list(self._with_backoff(start, stop, work, False, sample_shape, desc))
             self._chunk_seconds = time.perf_counter() - t0
-            self.n_forward += stop - start
-            yield start, stop, out.clone()  # a normal tensor: usable with autograd and in-place ops later
+            for a, b, out in done:
+                self.n_forward += b - a
+                yield a, b, out
 
     def gradient_chunks(self, total: int, make_batch: Callable[[int, int], Any],
                         score: Callable[[torch.Tensor, int, int], torch.Tensor], *,
@@ -445,7 +571,7 @@ class BatchedEvaluator:
             score: ``(output, start, stop) -> (stop - start,)`` scalar per item; items must not interact.
         Yields:
             ``(start, stop, scores, grads)``: detached (n,) scores and the gradient of each item's score w.r.t.
-            its input (or ``wrt``).
+            its input (or ``wrt``), in the input's dtype.
         Raises:
             GradientUnavailableError: under ``torch.inference_mode()``, or when the score does not depend
                 differentiably on the input (a model that detaches its output or goes through NumPy).
@@ -459,8 +585,7 @@ class BatchedEvaluator:
                 built = make_batch(0, 1)
             return (built[0] if isinstance(built, tuple) else built).detach()
 
-        for start, stop in self.chunks(total, grad=True, sample_shape=sample_shape, example=example, desc=desc):
-            t0 = time.perf_counter()
+        def work(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             with torch.enable_grad():
                 built = make_batch(start, stop)
                 if isinstance(built, tuple):
@@ -482,9 +607,15 @@ class BatchedEvaluator:
                     raise GradientUnavailableError(_no_graph_message(None, desc))
             check_finite(grads, "gradient of the target score w.r.t. the input", cause=GRADIENT_CAUSE,
                          first_item=start, context=_context(desc))
+            return scores.detach(), grads
+
+        for start, stop in self.chunks(total, grad=True, sample_shape=sample_shape, example=example, desc=desc):
+            t0 = time.perf_counter()
+            done = list(self._with_backoff(start, stop, work, True, sample_shape, desc))
             self._chunk_seconds = time.perf_counter() - t0
-            self.n_gradient += stop - start
-            yield start, stop, scores.detach(), grads
+            for a, b, (scores, grads) in done:
+                self.n_gradient += b - a
+                yield a, b, scores, grads
 
     def forward(self, x: torch.Tensor, desc: str | None = None) -> torch.Tensor:
         """Model output for all of ``x`` (N, ...), evaluated in chunks under inference mode. Returns (N, ...)."""

@@ -34,14 +34,21 @@ def reduce_channels(attribution: torch.Tensor, reduction: str) -> torch.Tensor:
     raise ValueError(f"reduction must be one of sum, abs_sum, sum_abs, l2, max_abs, mean; got {reduction!r}")
 
 
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    t = t.detach().cpu()
+    return (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).numpy()
+
+
 @dataclass
 class Explanation:
     """What a method returns for a batch of N inputs.
 
     Attributes:
-        attribution: (N, ...) CPU tensor; the shape is documented per method ((N, C, H, W) for pixel methods,
+        attribution: (N, ...) tensor on the device and in the dtype of the explained input; the shape is documented
+            per method ((N, C, H, W) for pixel methods,
             (N, 1, h, w) for low-resolution maps such as Grad-CAM, (N, L) for tokens).
-        extras: method-specific results (e.g. "path", "uncertainty", "curve").
+        extras: method-specific results (e.g. "path", "uncertainty", "curve"); tensors on the input's device, in the
+            dtype they were computed in (float32 or wider).
         meta: method name, parameters, model evaluations used, wall time, chunk sizes, seed.
         input_shape: shape of the explained input batch (N, C, H, W) or (N, L, D).
         saliency_reduction: how :meth:`saliency` collapses channels by default.
@@ -84,13 +91,14 @@ class Explanation:
         return a
 
     def numpy(self) -> dict[str, np.ndarray]:
-        """Arrays worth saving: attribution, saliency (for images) and tensor extras."""
-        out: dict[str, np.ndarray] = {"attribution": self.attribution.numpy()}
+        """Arrays worth saving: attribution, saliency (for images) and tensor extras (on the CPU; float16/bfloat16
+        as float32, which NumPy can hold)."""
+        out: dict[str, np.ndarray] = {"attribution": _to_numpy(self.attribution)}
         if len(self.input_shape) == 4:
-            out["saliency"] = self.saliency().numpy()
+            out["saliency"] = _to_numpy(self.saliency())
         for key, value in self.extras.items():
             if isinstance(value, torch.Tensor):
-                out[f"extras_{key}"] = value.detach().cpu().numpy()
+                out[f"extras_{key}"] = _to_numpy(value)
             elif isinstance(value, np.ndarray):
                 out[f"extras_{key}"] = value
         return out

@@ -155,7 +155,7 @@ class Method:
         key = tuple(x.shape[1:])
         if key not in self._num_classes:
             with torch.inference_mode():
-                out = check_model_output(self.model(x[:1]), 1)
+                out = check_model_output(self.evaluator.call_model(x[:1]), 1)
             check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, context=" (probing the number of classes)")
             self.evaluator.n_probe += 1
             self._num_classes[key] = int(out.shape[1]) if out.ndim == 2 else None
@@ -200,7 +200,10 @@ class Method:
                 does not depend differentiably on the input.
         """
         x = self.validate_input(x)
-        x = x.detach().cpu()
+        # work runs where the model lives, in float32 or wider; results go back where x came from, in its dtype
+        user_device, user_dtype = x.device, x.dtype
+        placement = self.evaluator.refresh_placement()
+        x = x.detach().to(device=placement.device or x.device, dtype=placement.work_dtype(x.dtype))
         limits.check(self.cost(tuple(x.shape)), f"method {self.name!r}")
         start = time.perf_counter()
         self.evaluator.reset_counts()
@@ -229,7 +232,12 @@ class Method:
             "target": resolved.classes.tolist() if resolved.classes is not None else
             ("callable" if resolved.fn is not None else None),
         }
-        return Explanation(attribution=attribution.detach().cpu(), extras=extras, meta=meta,
+        meta["device"] = str(x.device)
+        meta["dtype"] = str(x.dtype).replace("torch.", "")
+        meta["model_dtype"] = None if placement.dtype is None else str(placement.dtype).replace("torch.", "")
+        attribution = attribution.detach().to(device=user_device, dtype=user_dtype)
+        extras = {k: v.detach().to(user_device) if isinstance(v, torch.Tensor) else v for k, v in extras.items()}
+        return Explanation(attribution=attribution, extras=extras, meta=meta,
                            input_shape=tuple(x.shape), saliency_reduction=self.saliency_reduction)
 
     __call__ = explain

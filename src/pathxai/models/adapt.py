@@ -18,56 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.placement import _describe, _hint, as_logits  # noqa: F401 - as_logits re-exported
 from .imagenet import image_to_tensor
 
 OutputSpec = Union[None, str, int, Callable[[Any], torch.Tensor]]
-
-
-def _describe(out: Any) -> str:
-    """A short description of a model's raw output for error messages: its type and fields / keys / length."""
-    kind = type(out).__name__
-    if isinstance(out, Mapping):
-        keys = [str(k) for k in out.keys()]
-        return f"{kind} with keys {keys}"
-    if isinstance(out, (tuple, list)):
-        parts = [f"{type(v).__name__}{tuple(v.shape) if isinstance(v, torch.Tensor) else ''}" for v in out[:6]]
-        return f"{kind} of length {len(out)} ({', '.join(parts)}{', ...' if len(out) > 6 else ''})"
-    fields = [k for k, v in vars(out).items() if isinstance(v, torch.Tensor)] if hasattr(out, "__dict__") else []
-    return f"{kind}" + (f" with tensor fields {fields}" if fields else "")
-
-
-def _hint(out: Any) -> str:
-    if isinstance(out, Mapping) and len(out):
-        key = next(iter(out.keys()))
-        return f'px.models.adapt(model, output="{key}")'
-    if isinstance(out, (tuple, list)):
-        return "px.models.adapt(model, output=0)"
-    return "px.models.adapt(model, output=lambda out: <the (N, K) logits tensor in out>)"
-
-
-def as_logits(out: Any, model_name: str = "the model") -> torch.Tensor:
-    """Unwrap a model's raw output into one tensor (the default rule of :func:`adapt`).
-
-    A tensor is returned as it is; an object with a ``logits`` field (a transformers ``ModelOutput``) or a dict
-    with a ``"logits"`` key gives that; a tuple or list gives its first element (which must be a tensor).
-
-    Raises:
-        TypeError: anything else, naming what was returned and how to adapt the model.
-    """
-    if isinstance(out, torch.Tensor):
-        return out
-    found: Any = None
-    if isinstance(out, Mapping):
-        if "logits" in out:
-            found = out["logits"]
-    elif isinstance(getattr(out, "logits", None), torch.Tensor):
-        found = out.logits
-    elif isinstance(out, (tuple, list)) and len(out):
-        found = out[0]
-    if isinstance(found, torch.Tensor):
-        return found
-    raise TypeError(f"{model_name} returned {_describe(out)}, not a logits tensor; wrap it so that it returns one "
-                    f"(N, K) tensor, e.g. {_hint(out)}")
 
 
 def select_output(out: Any, output: OutputSpec, model_name: str = "the model") -> torch.Tensor:
