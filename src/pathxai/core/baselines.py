@@ -68,7 +68,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, truncate: float = 3.0) -> torch
         else:  # very wide kernel: build only the part inside the image
             r = min(radius, size - 1)
             kk = _clipped_kernel(sigma, r)
-        kk = kk.to(device=x.device, dtype=x.dtype)
+        kk = kk.to(x)   # x's device and dtype
         kk = kk / kk.sum()
         if r == 0:
             continue
@@ -107,14 +107,15 @@ def make_baseline(x: torch.Tensor, baseline: BaselineLike = "zero", *, blur_sigm
             out = torch.empty_like(x)
             for i in range(x.shape[0]):
                 lo, hi = x[i].min(), x[i].max()
-                g = item_generator(seed, "baseline-uniform", i)
-                out[i] = lo + (hi - lo) * torch.rand(x.shape[1:], generator=g, dtype=x.dtype)
+                g = item_generator(seed, "baseline-uniform", i, x.device)
+                out[i] = lo + (hi - lo) * torch.rand(x.shape[1:], generator=g, dtype=x.dtype, device=x.device)
             return out
         if key == "gaussian":
             out = torch.empty_like(x)
             for i in range(x.shape[0]):
-                g = item_generator(seed, "baseline-gaussian", i)
-                out[i] = x[i].mean() + x[i].std() * torch.randn(x.shape[1:], generator=g, dtype=x.dtype)
+                g = item_generator(seed, "baseline-gaussian", i, x.device)
+                out[i] = x[i].mean() + x[i].std() * torch.randn(x.shape[1:], generator=g, dtype=x.dtype,
+                                                                device=x.device)
             return out
         raise ValueError(f"{name} must be one of {', '.join(BASELINE_NAMES)}, a number, a tensor or a callable; "
                          f"got {baseline!r}")
@@ -146,7 +147,7 @@ def make_baseline(x: torch.Tensor, baseline: BaselineLike = "zero", *, blur_sigm
             rows = bad.nonzero().flatten().tolist()
             raise ValueError(f"{name} callable returned NaN/Inf values for {len(rows)} sample(s) {rows[:8]}; a "
                              "baseline must be finite")
-        return b.detach()
+        return b.detach().to(device=x.device, dtype=x.dtype)
     raise TypeError(f"{name} must be a string, number, tensor or callable, got {type(baseline).__name__}")
 
 

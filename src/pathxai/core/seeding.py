@@ -33,9 +33,15 @@ def item_seed(seed: int, stream: str, item: int) -> int:
     return (z ^ (z >> 31)) & _MASK64
 
 
-def item_generator(seed: int, stream: str, item: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` for one item; see :func:`item_seed`."""
-    return torch.Generator().manual_seed(item_seed(seed, stream, item))
+def item_generator(seed: int, stream: str, item: int, device: torch.device | str | None = None) -> torch.Generator:
+    """A ``torch.Generator`` for one item (on ``device``, default the CPU); see :func:`item_seed`.
+
+    Large draws (noise images) use a generator on the device where the work runs, so no random tensor crosses from
+    the host; results are then reproducible bit for bit per device type (a CUDA generator draws other numbers than
+    the CPU one). Small draws (mask cells, subsets) use the CPU generator and move the result, which keeps them
+    identical on every device.
+    """
+    return torch.Generator(device=device or "cpu").manual_seed(item_seed(seed, stream, item))
 
 
 def numpy_rng(seed: int, stream: str, item: int = 0) -> np.random.Generator:

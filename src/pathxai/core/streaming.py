@@ -12,12 +12,15 @@ class RunningMoments:
 
     Args:
         shape: (M, ...) one slot per explained sample.
+        dtype, device: of the statistics (where the rows come from); the counts stay on the host, where they are
+            read as Python ints without a device synchronisation.
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
         self.count = torch.zeros(shape[0], dtype=torch.long)
-        self.mean = torch.zeros(shape, dtype=dtype)
-        self._m2 = torch.zeros(shape, dtype=dtype)
+        self.mean = torch.zeros(shape, dtype=dtype, device=device)
+        self._m2 = torch.zeros(shape, dtype=dtype, device=device)
 
     def add(self, index: torch.Tensor, rows: torch.Tensor) -> None:
         """Add ``rows[j]`` to slot ``index[j]`` for every j, in order. rows: (n, ...), index: (n,)."""
@@ -30,5 +33,5 @@ class RunningMoments:
 
     def variance(self, unbiased: bool = False) -> torch.Tensor:
         """(M, ...) variance per slot (population by default; ``unbiased`` divides by count - 1)."""
-        denom = (self.count - (1 if unbiased else 0)).clamp_min(1).to(self.mean.dtype)
+        denom = (self.count - (1 if unbiased else 0)).clamp_min(1).to(device=self.mean.device, dtype=self.mean.dtype)
         return self._m2 / denom.view((-1,) + (1,) * (self.mean.ndim - 1))

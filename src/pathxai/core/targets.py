@@ -68,7 +68,9 @@ class Target:
         if output.ndim != 2:
             raise ValueError(f"a class target needs a model output of shape (N, num_classes), got shape "
                              f"{tuple(output.shape)}; pass a callable target for other outputs")
-        classes = self.classes if sample_index is None else self.classes[sample_index]
+        classes = self.classes.to(output.device)   # the work's device: no host/device mixing in the indexing
+        if sample_index is not None:
+            classes = classes[sample_index.to(output.device)]
         if classes.shape[0] != output.shape[0]:
             raise ValueError(f"target has {classes.shape[0]} entries for a model output of {output.shape[0]} rows")
         if int(classes.max()) >= output.shape[1]:
@@ -80,7 +82,7 @@ class Target:
             output = output.log_softmax(dim=1)
         elif kind != "output":
             raise ValueError(f"kind must be 'output', 'softmax' or 'log_softmax', got {kind!r}")
-        return output.gather(1, classes.to(output.device).view(-1, 1)).squeeze(1)
+        return output.gather(1, classes.view(-1, 1)).squeeze(1)
 
 
 def _as_class_tensor(target: Any, n: int) -> torch.Tensor:

@@ -75,7 +75,7 @@ class BlurIG(Method):
         n = x.shape[0]
         sig = self.sigmas(x.shape[-2], x.shape[-1])
         total = torch.zeros_like(x)
-        scores = torch.zeros(n, self.n_steps, dtype=x.dtype)
+        scores = torch.zeros(n, self.n_steps, dtype=x.dtype, device=x.device)
 
         cache: dict[tuple[int, int], torch.Tensor] = {}  # blurred points of the current chunk and the next one
 

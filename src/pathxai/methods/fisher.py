@@ -119,11 +119,11 @@ class IsotropicCovariance(Covariance):
 
     def factor_apply(self, eps: torch.Tensor) -> torch.Tensor:
         out = eps * self.std
-        return out if self.mask is None else out * self.mask.to(out.dtype)
+        return out if self.mask is None else out * self.mask.to(out)
 
     def apply(self, g: torch.Tensor) -> torch.Tensor:
         out = g * self.std ** 2
-        return out if self.mask is None else out * self.mask.to(out.dtype)
+        return out if self.mask is None else out * self.mask.to(out)
 
     def mean_variance(self, shape: Sequence[int]) -> float:
         frac = 1.0 if self.mask is None else float(self.mask.double().mean())
@@ -182,10 +182,10 @@ class DenseCovariance(Covariance):
         return cls(sigma, shape=data.shape[1:])
 
     def factor_apply(self, eps: torch.Tensor) -> torch.Tensor:
-        return (eps.flatten(1) @ self.factor.to(eps.dtype).T).view_as(eps)
+        return (eps.flatten(1) @ self.factor.to(eps).T).view_as(eps)
 
     def apply(self, g: torch.Tensor) -> torch.Tensor:
-        return (g.flatten(1) @ self.matrix.to(g.dtype)).view_as(g)
+        return (g.flatten(1) @ self.matrix.to(g)).view_as(g)
 
     def mean_variance(self, shape: Sequence[int]) -> float:
         return float(self.matrix.diagonal().mean())
@@ -232,7 +232,7 @@ class ConvCovariance(Covariance):
                              f"got shape {tuple(t.shape)}")
         lead = t.shape[:-nd]
         flat = t.reshape((-1, 1) + tuple(t.shape[-nd:]))
-        w = self.kernel.to(t.dtype).view((1, 1) + tuple(self.kernel.shape))
+        w = self.kernel.to(t).view((1, 1) + tuple(self.kernel.shape))   # t's device and dtype
         pad = tuple(s // 2 for s in self.kernel.shape)
         if nd == 2:
             out = (F.conv_transpose2d if transpose else F.conv2d)(flat, w, padding=pad)
@@ -243,21 +243,22 @@ class ConvCovariance(Covariance):
     #: spatial sizes up to this use a cached (P, P) operator matrix (a matmul beats a 1-channel convolution there)
     matrix_below: int = 4096
 
-    def _operators(self, spatial: tuple[int, ...], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached ``(H^T, Sigma)`` as (P, P) matrices for inputs of ``spatial`` shape (derived data only: the
-        kernel itself is never changed)."""
+    def _operators(self, spatial: tuple[int, ...], dtype: torch.dtype,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached ``(H^T, Sigma)`` as (P, P) matrices for inputs of ``spatial`` shape, on ``device`` (derived data
+        only: the kernel itself is never changed)."""
         cache = self.__dict__.setdefault("_op_cache", {})
-        key = (spatial, dtype)
+        key = (spatial, dtype, str(device))
         if key not in cache:
             p = math.prod(spatial)
             eye = torch.eye(p, dtype=torch.float64).view((p,) + spatial)
             h_t = self._conv(eye, transpose=False).reshape(p, p)  # row j = H e_j = column j of H, i.e. H^T
-            cache[key] = (h_t.to(dtype), (h_t.T @ h_t).to(dtype))
+            cache[key] = (h_t.to(device=device, dtype=dtype), (h_t.T @ h_t).to(device=device, dtype=dtype))
         return cache[key]
 
     def _matmul(self, t: torch.Tensor, which: int) -> torch.Tensor:
         spatial = tuple(t.shape[-self.spatial_ndim:])
-        op = self._operators(spatial, t.dtype)[which]
+        op = self._operators(spatial, t.dtype, t.device)[which]
         return (t.reshape(-1, op.shape[0]) @ op).view_as(t)
 
     def factor_apply(self, eps: torch.Tensor) -> torch.Tensor:
@@ -327,10 +328,10 @@ class TokenCovariance(Covariance):
         self.factor = _psd_factor(matrix)
 
     def factor_apply(self, eps: torch.Tensor) -> torch.Tensor:
-        return eps @ self.factor.to(eps.dtype).T
+        return eps @ self.factor.to(eps).T
 
     def apply(self, g: torch.Tensor) -> torch.Tensor:
-        return g @ self.matrix.to(g.dtype)
+        return g @ self.matrix.to(g)
 
     def mean_variance(self, shape: Sequence[int]) -> float:
         return float(self.matrix.diagonal().mean())
@@ -470,7 +471,7 @@ class FunctionalInformation(Method):
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
         n, shape = x.shape[0], tuple(x.shape[1:])
         covs, scale = self._covariances(x, target)
-        c = scale.to(x.dtype)
+        c = scale.to(x)
         kind = "output" if target.fn is not None else "log_softmax"
         groups: dict[int, list[int]] = {}
         for i, cv in enumerate(covs):
@@ -486,13 +487,14 @@ class FunctionalInformation(Method):
             return out
 
         def build(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            eps = torch.stack([torch.randn(shape, dtype=x.dtype,
-                                           generator=item_generator(self.seed, "fi", int(i) * self.n_samples + int(j)))
+            eps = torch.stack([torch.randn(shape, dtype=x.dtype, device=x.device,
+                                           generator=item_generator(self.seed, "fi", int(i) * self.n_samples + int(j),
+                                                                    x.device))
                                for i, j in zip(s, k)])
             return x[s] + c[s].view((-1,) + (1,) * len(shape)) * per_group(s, "factor", eps)
 
         total = torch.zeros_like(x)
-        f_total = torch.zeros(n, dtype=x.dtype)
+        f_total = torch.zeros(n, dtype=x.dtype, device=x.device)
         for s, _, log_f, g in item_gradients(self.evaluator, target, n, self.n_samples, build, sample_shape=shape,
                                              score_kind=kind, desc=self.name):
             f = log_f.exp()  # g = grad log f, so (Sigma grad f)_i grad_i f / f = f (Sigma g)_i g_i

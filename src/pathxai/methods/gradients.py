@@ -33,7 +33,7 @@ class Saliency(Method):
     def gradient(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, torch.Tensor]:
         """(grad (N, ...), score (N,)) of the target score at ``x``."""
         grad = torch.empty_like(x)
-        scores = torch.empty(x.shape[0], dtype=x.dtype)
+        scores = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
         for s, _, sc, g in item_gradients(self.evaluator, target, x.shape[0], 1, lambda s, k: x[s],
                                           sample_shape=x.shape[1:], score_kind=self.score, desc=self.name):
             grad[s] = g
@@ -102,13 +102,14 @@ class SmoothGrad(Method):
         sample_shape = x.shape[1:]
 
         def build(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            noise = torch.stack([torch.randn(sample_shape, generator=item_generator(self.seed, "smoothgrad",
-                                                                                    int(i) * self.n_samples + int(j)))
+            noise = torch.stack([torch.randn(sample_shape, dtype=x.dtype, device=x.device,
+                                             generator=item_generator(self.seed, "smoothgrad",
+                                                                      int(i) * self.n_samples + int(j), x.device))
                                  for i, j in zip(s, k)])
             return x[s] + sigma[s].view((-1,) + (1,) * (x.ndim - 1)) * noise
 
         if self.aggregate == "variance":
-            moments = RunningMoments(tuple(x.shape), x.dtype)  # Welford: no cancellation, O(N) memory
+            moments = RunningMoments(tuple(x.shape), x.dtype, x.device)  # Welford: no cancellation, O(N) memory
             for s, _, _, g in item_gradients(self.evaluator, target, n, self.n_samples, build,
                                              sample_shape=sample_shape, score_kind=self.score, desc=self.name):
                 moments.add(s, g)

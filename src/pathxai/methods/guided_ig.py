@@ -82,7 +82,7 @@ class GuidedIG(Method):
         current = x_base.clone()
         attribution = torch.zeros_like(x_in)
         l1_total = diff.abs().sum(1)
-        scores = torch.zeros(n, self.n_steps, dtype=x.dtype)
+        scores = torch.zeros(n, self.n_steps, dtype=x.dtype, device=x.device)
         with_alpha = diff != 0
         for step in range(self.n_steps):
             grads = torch.empty_like(x_in)

@@ -128,10 +128,10 @@ class IntegratedGradients(Method):
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
         b = make_baseline(x, self.baseline, blur_sigma=self.blur_sigma, seed=self.seed)
         alphas, weights = quadrature(self.n_steps, self.method)
-        alphas, weights = alphas.to(x.dtype), weights.to(x.dtype)
+        alphas, weights = alphas.to(x), weights.to(x)   # x's device and dtype
         diff = x - b
         total = torch.zeros_like(x)
-        path_scores = torch.zeros(x.shape[0], self.n_steps, dtype=x.dtype)
+        path_scores = torch.zeros(x.shape[0], self.n_steps, dtype=x.dtype, device=x.device)
 
         def build(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
             shape = (-1,) + (1,) * (x.ndim - 1)

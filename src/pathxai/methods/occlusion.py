@@ -80,7 +80,7 @@ class Occlusion(Method):
         n, _, h, w = x.shape
         window, _, starts = self.geometry(h, w)
         b = make_baseline(x, self.baseline, blur_sigma=self.blur_sigma, seed=self.seed)
-        masks = torch.zeros(len(starts), h, w, dtype=x.dtype)
+        masks = torch.zeros(len(starts), h, w, dtype=x.dtype, device=x.device)
         for j, (t, l) in enumerate(starts):
             masks[j, t:t + window, l:l + window] = 1.0
         full = target.score(self.evaluator.forward(x, desc="occlusion reference"), kind=self.score)  # type: ignore[arg-type]
@@ -91,7 +91,7 @@ class Occlusion(Method):
             m = masks[k].unsqueeze(1)
             return x[s] * (1 - m) + b[s] * m
 
-        total = torch.zeros(n, h, w, dtype=x.dtype)
+        total = torch.zeros(n, h, w, dtype=x.dtype, device=x.device)
         for items, out in item_outputs(self.evaluator, n * per, build, sample_shape=x.shape[1:], desc=self.name):
             s = items // per
             drop = full[s] - target.score(out, s, kind=self.score)  # type: ignore[arg-type]

@@ -162,27 +162,32 @@ def _cells(index: torch.Tensor, seed: int, n_cells: int, p: float, sampling: str
 
 
 def relax_masks(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid: int = 7, p: float = 0.5,
-                sampling: str = "iid", stratum: int = 8, stream: str = "relax") -> torch.Tensor:
+                sampling: str = "iid", stratum: int = 8, stream: str = "relax",
+                device: torch.device | str | None = None) -> torch.Tensor:
     """RELAX masks number ``index`` (n,) for inputs of spatial ``shape``: (n, *shape) in [0, 1].
 
     ``shape`` = (H, W): the paper's smooth masks (``grid`` x ``grid`` Bernoulli(p) cells, bilinear upsampling to
     (grid + 1) · ceil(size / grid), crop at a random shift in [0, cell)); ``shape`` = (L,): binary per-token masks.
     ``sampling``: ``"iid"``, ``"antithetic"`` or ``"stratified"`` (groups of ``stratum`` masks), see the module doc.
     """
-    return masks_and_cells(index, seed, shape, grid, p, sampling, stratum, stream)[0]
+    return masks_and_cells(index, seed, shape, grid, p, sampling, stratum, stream, device)[0]
 
 
 def masks_and_cells(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid: int = 7, p: float = 0.5,
-                    sampling: str = "iid", stratum: int = 8, stream: str = "relax"
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+                    sampling: str = "iid", stratum: int = 8, stream: str = "relax",
+                    device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`relax_masks` and the binary cells they were made from: ``(masks (n, *shape), cells (n, n_cells))``
-    with n_cells = grid² for images (row-major) and L for tokens."""
+    with n_cells = grid² for images (row-major) and L for tokens, both float32 on ``device``.
+
+    The random draws (cells, shifts) are tiny and made on the host, so every device gets the same masks; the
+    upsampling runs on ``device``."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     grid, p = check_positive_int(grid, "grid"), check_fraction(p, "p")
     stratum = check_positive_int(stratum, "stratum")
     if len(shape) == 1:
         cells, _ = _cells(index, seed, int(shape[0]), p, sampling, stratum, stream)
+        cells = cells.to(device)
         return cells, cells
     if len(shape) != 2:
         raise ValueError(f"shape must be (H, W) or (L,), got {tuple(shape)}")
@@ -192,8 +197,9 @@ def masks_and_cells(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid
     dy = (shifts[:, 0] * cell_h).long().clamp_max(cell_h - 1)
     dx = (shifts[:, 1] * cell_w).long().clamp_max(cell_w - 1)
     # bilinear upsampling is separable: crop(up(C)) = A_y[dy:dy+H] @ C @ A_x[dx:dx+W]^T, computed for the crop only
-    a_y = _bilinear_weights((grid + 1) * cell_h, grid)[dy[:, None] + torch.arange(height)]   # (n, H, grid)
-    a_x = _bilinear_weights((grid + 1) * cell_w, grid)[dx[:, None] + torch.arange(width)]    # (n, W, grid)
+    a_y = _bilinear_weights((grid + 1) * cell_h, grid)[dy[:, None] + torch.arange(height)].to(device)  # (n, H, grid)
+    a_x = _bilinear_weights((grid + 1) * cell_w, grid)[dx[:, None] + torch.arange(width)].to(device)   # (n, W, grid)
+    cells = cells.to(device)
     out = torch.bmm(torch.bmm(a_y, cells.view(-1, grid, grid)), a_x.transpose(1, 2))
     return out.clamp_(0.0, 1.0), cells
 
@@ -317,7 +323,8 @@ class BlockStream:
         blk = mask // BLOCK
         for b in torch.unique(blk).tolist():
             size = min(BLOCK, self.n_masks - b * BLOCK)
-            buf = self._scores.setdefault(b, torch.full((self.n_images, size), float("nan"), dtype=torch.float64))
+            buf = self._scores.setdefault(b, torch.full((self.n_images, size), float("nan"), dtype=torch.float64,
+                                                        device=scores.device))
             sel = blk == b
             buf[image[sel], mask[sel] - b * BLOCK] = scores[sel].to(torch.float64)
         done = []
@@ -344,13 +351,14 @@ class MaskedMoments:
     Args:
         n_images: images explained together (they share the masks).
         n_pixels: pixels (or tokens) per mask.
+        device: where the masks and scores are (the statistics stay there).
     """
 
-    def __init__(self, n_images: int, n_pixels: int) -> None:
+    def __init__(self, n_images: int, n_pixels: int, device: torch.device | str | None = None) -> None:
         self.n = 0
-        self.weight = torch.zeros(n_pixels, dtype=torch.float64)
-        self.mean = torch.zeros(n_images, n_pixels, dtype=torch.float64)
-        self.m2 = torch.zeros(n_images, n_pixels, dtype=torch.float64)
+        self.weight = torch.zeros(n_pixels, dtype=torch.float64, device=device)
+        self.mean = torch.zeros(n_images, n_pixels, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(n_images, n_pixels, dtype=torch.float64, device=device)
 
     def add_block(self, masks: torch.Tensor, scores: torch.Tensor) -> None:
         """Merge a block: ``masks`` (K, P) shared by all images, ``scores`` (n_images, K).
@@ -365,7 +373,7 @@ class MaskedMoments:
         d = s - shift
         n_img = s.shape[0]
         # one pass over the block's masks: [1; d; d²] @ M gives Σ M, Σ M (s - c), Σ M (s - c)² for every image
-        lhs = torch.cat([torch.ones(1, k, dtype=torch.float64), d, d * d]).to(m.dtype)
+        lhs = torch.cat([torch.ones(1, k, dtype=torch.float64, device=d.device), d, d * d]).to(m.dtype)
         sums = (lhs @ m).to(torch.float64)
         w_b, s1, s2 = sums[0], sums[1:n_img + 1], sums[n_img + 1:]
         safe = torch.where(w_b > 0, w_b, torch.ones_like(w_b))
@@ -406,15 +414,16 @@ class CellControlVariate:
     all images) -- memory independent of the number of masks (2 x 49 x 224² float64 = 39 MB at 224 x 224).
     """
 
-    def __init__(self, n_images: int, n_cells: int, n_pixels: int, group: int) -> None:
+    def __init__(self, n_images: int, n_cells: int, n_pixels: int, group: int,
+                 device: torch.device | str | None = None) -> None:
         d = n_cells + 1
         self.group = group
         self.count = [0, 0]
-        self.xtx = torch.zeros(2, d, d, dtype=torch.float64)
-        self.xts = torch.zeros(2, n_images, d, dtype=torch.float64)
-        self.s1 = torch.zeros(2, n_images, n_pixels, dtype=torch.float64)
-        self.w = torch.zeros(2, n_pixels, dtype=torch.float64)
-        self.t = torch.zeros(2, n_cells, n_pixels, dtype=torch.float64)
+        self.xtx = torch.zeros(2, d, d, dtype=torch.float64, device=device)
+        self.xts = torch.zeros(2, n_images, d, dtype=torch.float64, device=device)
+        self.s1 = torch.zeros(2, n_images, n_pixels, dtype=torch.float64, device=device)
+        self.w = torch.zeros(2, n_pixels, dtype=torch.float64, device=device)
+        self.t = torch.zeros(2, n_cells, n_pixels, dtype=torch.float64, device=device)
 
     def add_block(self, mask_index: torch.Tensor, cells: torch.Tensor, masks: torch.Tensor,
                   scores: torch.Tensor) -> None:
@@ -427,12 +436,12 @@ class CellControlVariate:
             if k == 0:
                 continue
             c = cells[sel].to(torch.float64)
-            x = torch.cat([torch.ones(k, 1, dtype=torch.float64), c], 1)
+            x = torch.cat([torch.ones(k, 1, dtype=torch.float64, device=c.device), c], 1)
             sc = scores[:, sel].to(torch.float64)
             self.xtx[f] += x.t() @ x
             self.xts[f] += sc @ x
             m = masks[sel]
-            lhs = torch.cat([torch.ones(1, k, dtype=torch.float64), sc, c.t()]).to(m.dtype)
+            lhs = torch.cat([torch.ones(1, k, dtype=torch.float64, device=sc.device), sc, c.t()]).to(m.dtype)
             sums = (lhs @ m).to(torch.float64)
             self.w[f] += sums[0]
             self.s1[f] += sums[1:n_img + 1]
@@ -443,15 +452,15 @@ class CellControlVariate:
         """(n_cells + 1, n_images) least-squares [a; β] fitted on ``fold`` (a small ridge keeps it defined)."""
         d = self.xtx.shape[1]
         if self.count[fold] == 0:
-            return torch.zeros(d, self.xts.shape[1], dtype=torch.float64)
-        ridge = 1e-6 * max(1, self.count[fold]) * torch.eye(d, dtype=torch.float64)
+            return torch.zeros(d, self.xts.shape[1], dtype=torch.float64, device=self.xts.device)
+        ridge = 1e-6 * max(1, self.count[fold]) * torch.eye(d, dtype=torch.float64, device=self.xtx.device)
         return torch.linalg.solve(self.xtx[fold] + ridge, self.xts[fold].t())
 
     def importance(self, expected_weights: torch.Tensor, p: float) -> torch.Tensor:
         """(n_images, P) float64 control-variate estimate of Eq. 2."""
         n_total = sum(self.count)
         total = torch.zeros_like(self.s1[0])
-        basis = p * p + p * (1 - p) * expected_weights       # (n_cells, P): E[B_c M_ij]
+        basis = p * p + p * (1 - p) * expected_weights.to(total)   # (n_cells, P): E[B_c M_ij]
         for g in (0, 1):
             if self.count[g] == 0:
                 continue
@@ -641,7 +650,7 @@ class RELAX(Method):
     def _baseline_for(self, x: torch.Tensor) -> torch.Tensor | None:
         b = self.baseline
         if isinstance(b, torch.Tensor):
-            b = b.detach().to(x.dtype)
+            b = b.detach().to(x)   # x's device and dtype
             try:
                 torch.broadcast_shapes(b.shape, x.shape[1:])
             except RuntimeError:
@@ -653,7 +662,7 @@ class RELAX(Method):
             if not torch.isfinite(b).all():
                 raise ValueError("baseline contains NaN/Inf values")
             return None if not bool(b.any()) else b
-        return None if float(b) == 0.0 else torch.tensor(float(b), dtype=x.dtype)
+        return None if float(b) == 0.0 else torch.tensor(float(b), dtype=x.dtype, device=x.device)
 
     def representation(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's representation of ``x``: (N, D) float64 (one forward pass per sample)."""
@@ -669,13 +678,14 @@ class RELAX(Method):
         n_pix = math.prod(spatial)
         h = self.representation(x)
         base = self._baseline_for(x)
-        moments = MaskedMoments(n, n_pix)
+        moments = MaskedMoments(n, n_pix, x.device)
         n_cells = self.grid * self.grid if x.ndim == 4 else n_pix
         group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
-        cv = CellControlVariate(n, n_cells, n_pix, group) if self.uses_control_variate(n_cells) else None
-        sim_sum = torch.zeros(n, dtype=torch.float64)
+        cv = CellControlVariate(n, n_cells, n_pix, group, x.device) if self.uses_control_variate(n_cells) else None
+        sim_sum = torch.zeros(n, dtype=torch.float64, device=x.device)
         stream = BlockStream(n, self.n_masks, lambda idx: masks_and_cells(idx, self.seed, spatial, self.grid, self.p,
-                                                                          self.sampling, self.stratum))
+                                                                          self.sampling, self.stratum,
+                                                                          device=x.device))
 
         def build(items: torch.Tensor) -> torch.Tensor:
             m = stream.rows(items // n).to(x.dtype)

@@ -17,8 +17,8 @@ from ..core.validation import check_choice, check_fraction, check_positive_int
 
 
 def rise_masks(index: torch.Tensor, seed: int, height: int, width: int, grid: int = 7, p: float = 0.5,
-               stream: str = "rise") -> torch.Tensor:
-    """RISE masks number ``index`` (n,) of an (H, W) image: (n, H, W) in [0, 1].
+               stream: str = "rise", device: torch.device | str | None = None) -> torch.Tensor:
+    """RISE masks number ``index`` (n,) of an (H, W) image: (n, H, W) float32 in [0, 1], on ``device``.
 
     Each mask: a ``grid x grid`` Bernoulli(p) grid, bilinearly upsampled to ((grid + 1) * cell) with
     cell = ceil(size / grid), then cropped at a random shift in [0, cell) -- the paper's construction.
@@ -27,14 +27,18 @@ def rise_masks(index: torch.Tensor, seed: int, height: int, width: int, grid: in
     grid, p = check_positive_int(grid, "grid"), check_fraction(p, "p")
     cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
     up_h, up_w = (grid + 1) * cell_h, (grid + 1) * cell_w
-    out = torch.empty(len(index), height, width)
+    # the random draws are tiny (grid^2 cells and a shift per mask): drawn on the host, so every device gets the
+    # same masks; the upsampling to full size runs where the masks are used
+    cells = torch.empty(len(index), 1, grid, grid)
+    shifts = []
     for j, m in enumerate(index.tolist()):
         g = item_generator(seed, stream, m)
-        cells = (torch.rand(1, 1, grid, grid, generator=g) < p).float()
-        dy = int(torch.randint(0, cell_h, (1,), generator=g))
-        dx = int(torch.randint(0, cell_w, (1,), generator=g))
-        up = F.interpolate(cells, size=(up_h, up_w), mode="bilinear", align_corners=False)
-        out[j] = up[0, 0, dy:dy + height, dx:dx + width]
+        cells[j, 0] = (torch.rand(grid, grid, generator=g) < p).float()
+        shifts.append((int(torch.randint(0, cell_h, (1,), generator=g)), int(torch.randint(0, cell_w, (1,), generator=g))))
+    up = F.interpolate(cells.to(device), size=(up_h, up_w), mode="bilinear", align_corners=False)
+    out = torch.empty(len(index), height, width, device=up.device)
+    for j, (dy, dx) in enumerate(shifts):
+        out[j] = up[j, 0, dy:dy + height, dx:dx + width]
     return out
 
 
@@ -81,7 +85,7 @@ class RISE(Method):
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
         n, _, h, w = x.shape
-        total = torch.zeros(n, h, w, dtype=x.dtype)
+        total = torch.zeros(n, h, w, dtype=x.dtype, device=x.device)
         cache: dict[str, Any] = {"index": None, "masks": None}
         kind = self.score or ("softmax" if target.fn is None else "output")
 
@@ -89,7 +93,8 @@ class RISE(Method):
             # items are laid out mask-major (all images for mask 0, then mask 1, ...): make each mask once
             unique = torch.unique(mask_idx)
             if cache["index"] is None or not torch.equal(cache["index"], unique):
-                cache["index"], cache["masks"] = unique, rise_masks(unique, self.seed, h, w, self.grid, self.p)
+                cache["index"], cache["masks"] = unique, rise_masks(unique, self.seed, h, w, self.grid, self.p,
+                                                                    device=x.device)
             return cache["masks"][mask_idx - unique[0]]
 
         def build(items: torch.Tensor) -> torch.Tensor:

@@ -258,16 +258,17 @@ class SAMP(Method):
                 starts.append(x), ends.append(b_del), signs.append(-1.0)
             else:
                 starts.append(b_ins), ends.append(x), signs.append(1.0)
-        paths = _Paths(sample=torch.arange(n).repeat(len(directions)),
+        dev = x.device
+        paths = _Paths(sample=torch.arange(n, device=dev).repeat(len(directions)),
                        start=torch.cat(starts).reshape(len(directions) * n, -1),
                        end=torch.cat(ends).reshape(len(directions) * n, -1),
-                       sign=torch.tensor(signs, dtype=x.dtype).repeat_interleave(n))
+                       sign=torch.tensor(signs, dtype=x.dtype, device=dev).repeat_interleave(n))
         result = self._run_paths(paths, target, sample_shape, groups_c)
 
         # orient every path to explain f(x) - f(baseline) and combine the directions
         extras: dict[str, Any] = {}
         attribution = torch.zeros_like(x)
-        expected = torch.zeros(n, dtype=torch.float64)
+        expected = torch.zeros(n, dtype=torch.float64, device=dev)
         for i, d in enumerate(directions):
             rows = slice(i * n, (i + 1) * n)
             credit = result["credit"][rows].view_as(x)
@@ -292,6 +293,7 @@ class SAMP(Method):
     def _run_paths(self, paths: _Paths, target: Target, sample_shape: tuple[int, ...],
                    groups_c: int) -> dict[str, Any]:
         p_count, d = paths.start.shape
+        dev = paths.start.device
         per_group = groups_c if self.features == "pixel" else 1
         n_groups = d // per_group
         s = min(self.resolved_step_size(sample_shape), n_groups)
@@ -307,18 +309,18 @@ class SAMP(Method):
         k_max = int(n_macro.max()) if p_count else 0
 
         current = paths.start.clone()
-        credit = torch.zeros(p_count, d, dtype=dtype)
+        credit = torch.zeros(p_count, d, dtype=dtype, device=dev)
         remaining = movable.clone()
-        feature_step = torch.full((p_count, n_groups), -1, dtype=torch.long)
-        rank_in_order = torch.full((p_count, n_groups), -1, dtype=torch.long)
-        moved_so_far = torch.zeros(p_count, dtype=torch.long)
-        trajectory = torch.empty(p_count, k_max + 1, dtype=torch.float64)
-        evaluations = torch.zeros(p_count, dtype=torch.long)
+        feature_step = torch.full((p_count, n_groups), -1, dtype=torch.long, device=dev)
+        rank_in_order = torch.full((p_count, n_groups), -1, dtype=torch.long, device=dev)
+        moved_so_far = torch.zeros(p_count, dtype=torch.long, device=dev)
+        trajectory = torch.empty(p_count, k_max + 1, dtype=torch.float64, device=dev)
+        evaluations = torch.zeros(p_count, dtype=torch.long, device=dev)
 
         # f and gradient at the start of every path; f at the end (for the completeness budget of SAMP++)
-        everyone = torch.arange(p_count)
+        everyone = torch.arange(p_count, device=dev)
         f_now, grad_now = self._gradients(target, paths, everyone, lambda rows, _t: current[rows], sample_shape,
-                                          torch.ones(p_count, dtype=dtype), full=True)
+                                          torch.ones(p_count, dtype=dtype, device=dev), full=True)
         evaluations += 1
         trajectory[:, 0] = f_now
         velocity = grad_now.clone()
@@ -342,11 +344,12 @@ class SAMP(Method):
             valid = torch.gather(remaining[active], 1, order)                         # last step may be short
             n_valid = valid.sum(1)
             # element indices of the moved groups (padded entries point at element 0 with zero displacement)
-            offsets = (torch.arange(per_group) * n_groups).view(1, per_group, 1)
+            offsets = (torch.arange(per_group, device=dev) * n_groups).view(1, per_group, 1)
             elem = (order.unsqueeze(1) + offsets).reshape(order.shape[0], -1)          # (A, per_group * s)
             elem_valid = valid.unsqueeze(1).expand(-1, per_group, -1).reshape(order.shape[0], -1)
             elem = torch.where(elem_valid, elem, torch.zeros_like(elem))
-            moved = torch.zeros(active.numel(), d, dtype=torch.long).scatter_add_(1, elem, elem_valid.long()) > 0
+            moved = torch.zeros(active.numel(), d, dtype=torch.long, device=dev).scatter_add_(1, elem,
+                                                                               elem_valid.long()) > 0
             x_k = current[active]
             x_next = torch.where(moved, paths.end[active], x_k)
             dx = x_next - x_k                                                          # (A, D), zero off `moved`
@@ -358,7 +361,7 @@ class SAMP(Method):
             cols = order[valid]
             feature_step[rows, cols] = k
             rank_in_order[rows, cols] = (moved_so_far[active].unsqueeze(1)
-                                         + torch.arange(order.shape[1]).unsqueeze(0))[valid]
+                                         + torch.arange(order.shape[1], device=dev).unsqueeze(0))[valid]
             moved_so_far[active] += n_valid
             remaining[rows, cols] = False
 
@@ -371,13 +374,14 @@ class SAMP(Method):
             f_now[active] = f_next
             grad_now[active] = grad_next
             trajectory[active, k + 1] = f_next
-            done = torch.ones(p_count, dtype=torch.bool)
+            done = torch.ones(p_count, dtype=torch.bool, device=dev)
             done[active] = False
             trajectory[done, k + 1] = f_now[done]
 
         # unmoved features (nothing to move) go last, in index order
         order_out = torch.argsort(torch.where(rank_in_order >= 0, rank_in_order,
-                                              n_groups + torch.arange(n_groups).expand(p_count, -1)), dim=1,
+                                              n_groups + torch.arange(n_groups, device=dev).expand(p_count, -1)),
+                                  dim=1,
                                   stable=True)
         path_residual = credit.double().sum(1) - (trajectory[:, -1] - trajectory[:, 0])
         return {"credit": credit, "trajectory": trajectory.to(dtype), "path_steps": n_macro, "order": order_out,
@@ -396,16 +400,17 @@ class SAMP(Method):
         """
         a_count = active.numel()
         dtype = x_k.dtype
-        ones = torch.ones(a_count, dtype=dtype)
+        dev = x_k.device
+        ones = torch.ones(a_count, dtype=dtype, device=dev)
 
         def point(rows: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             inside = (t < 1).view(-1, 1)
             return torch.where(inside, x_k[rows] + t.view(-1, 1) * dx[rows], x_next[rows])
 
-        local = torch.arange(a_count)
+        local = torch.arange(a_count, device=dev)
         f_next, grad_next = self._gradients(target, paths, active, lambda rows, t: point(rows, t), sample_shape,
                                             ones, full=True, local=local)
-        spent = torch.ones(a_count, dtype=torch.long)
+        spent = torch.ones(a_count, dtype=torch.long, device=dev)
         if self.quadrature == "left":
             credit[active] += grad_k * dx
             return f_next, grad_next, spent
@@ -426,8 +431,8 @@ class SAMP(Method):
         depth = 0
         while True:
             if pending:
-                rows = torch.tensor([r for r, _ in pending], dtype=torch.long)
-                ts = torch.tensor([t for _, t in pending], dtype=dtype)
+                rows = torch.tensor([r for r, _ in pending], dtype=torch.long, device=dev)
+                ts = torch.tensor([t for _, t in pending], dtype=dtype, device=dev)
                 f_new, g_new = self._gradients(target, paths, active[rows], point, sample_shape, ts, full=False,
                                                local=rows, elem=elem, dx_sub=dx_sub)
                 for i, (r, t) in enumerate(pending):
@@ -463,8 +468,9 @@ class SAMP(Method):
         ``full``: gradients (n, D); else ``(grad * dx)[elem]`` per point, (n, E).
         """
         n_items = rows.numel()
+        dev = paths.start.device
         loc = local if local is not None else rows
-        scores = torch.empty(n_items, dtype=torch.float64)
+        scores = torch.empty(n_items, dtype=torch.float64, device=dev)
         out_grads: torch.Tensor | None = None
         samples = paths.sample[rows]
 
@@ -480,13 +486,13 @@ class SAMP(Method):
             flat = g.reshape(b - a, -1)
             if full:
                 if out_grads is None:
-                    out_grads = torch.empty(n_items, flat.shape[1], dtype=flat.dtype)
+                    out_grads = torch.empty(n_items, flat.shape[1], dtype=flat.dtype, device=dev)
                 out_grads[a:b] = flat
             else:
                 assert elem is not None and dx_sub is not None
                 part = torch.gather(flat, 1, elem[loc[a:b]]) * dx_sub[loc[a:b]]
                 if out_grads is None:
-                    out_grads = torch.empty(n_items, part.shape[1], dtype=part.dtype)
+                    out_grads = torch.empty(n_items, part.shape[1], dtype=part.dtype, device=dev)
                 out_grads[a:b] = part
         assert out_grads is not None
         return scores, out_grads
@@ -494,7 +500,8 @@ class SAMP(Method):
     def _end_scores(self, target: Target, paths: _Paths, sample_shape: tuple[int, ...]) -> torch.Tensor:
         """f(x_E) of every path (forward only): the scale of the completeness budget."""
         p_count = paths.end.shape[0]
-        out = torch.empty(p_count, dtype=torch.float64)
+        dev = paths.end.device
+        out = torch.empty(p_count, dtype=torch.float64, device=dev)
         if self.completeness_rtol is None:
             return out.fill_(0.0)
         for a, b, o in self.evaluator.forward_chunks(p_count, lambda a, b: paths.end[a:b].view(b - a, *sample_shape),

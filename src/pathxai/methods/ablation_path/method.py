@@ -183,12 +183,13 @@ class AblationPath(Method):
         return self.score_kind or ("softmax" if target.fn is None else "output")
 
     def _predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Arg-max classes (N,) on the host, where the sigma search keeps its brackets."""
         out = self.evaluator.forward(images, desc="blur baseline")
         if out.ndim != 2:
             raise ValueError(f"baseline='blur' with blur_sigma='auto' compares arg-max classes and needs a model "
                              f"output of shape (N, num_classes), got {tuple(out.shape)}; pass a fixed blur_sigma or "
                              "another baseline")
-        return out.argmax(1)
+        return out.argmax(1).cpu()
 
     def _baseline(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         b, sigma, changed = ablation_baseline(x, self.baseline, predict=self._predict, blur_sigma=self.blur_sigma,
@@ -202,8 +203,8 @@ class AblationPath(Method):
         n = x.shape[0]
         out = self.evaluator.forward(torch.cat([x, b]), desc="path ends")
         idx = torch.cat([torch.arange(n), torch.arange(n)])
-        f = target.score(out, idx, kind=kind).detach().double()  # type: ignore[arg-type]
-        pred = out.argmax(1) if out.ndim == 2 else torch.full((2 * n,), -1, dtype=torch.long)
+        f = target.score(out, idx, kind=kind).detach().double().cpu()  # type: ignore[arg-type]
+        pred = out.argmax(1).cpu() if out.ndim == 2 else torch.full((2 * n,), -1, dtype=torch.long)
         return torch.stack([f[:n], f[n:]], 1), torch.stack([pred[:n], pred[n:]], 1)
 
     def _layout(self, active: torch.Tensor):
@@ -220,8 +221,9 @@ class AblationPath(Method):
         return v_count, v_path, v_comp, v_sign, items, active.numel() * v_count * n
 
     def _masks(self, state: torch.Tensor, img: torch.Tensor, v: torch.Tensor, k: torch.Tensor,
-               v_path: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        return state[img, v_path[v], k].to(dtype)
+               v_path: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """Path slices (m, h, w) of the host state, on the device and in the dtype of ``like`` (the images)."""
+        return state[img, v_path[v], k].to(device=like.device, dtype=like.dtype)
 
     def _gradient_pass(self, x: torch.Tensor, b: torch.Tensor, target: Target, kind: str, state: torch.Tensor,
                        active: torch.Tensor, ends: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,8 +237,8 @@ class AblationPath(Method):
         def make(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             a, v, k = items(start, stop)
             img = active[a]
-            leaf = self._masks(state, img, v, k, v_path, x.dtype).requires_grad_(True)
-            masks = torch.where(v_comp[v].view(-1, 1, 1), 1.0 - leaf, leaf)
+            leaf = self._masks(state, img, v, k, v_path, x).requires_grad_(True)
+            masks = torch.where(v_comp[v].view(-1, 1, 1).to(x.device), 1.0 - leaf, leaf)
             return blend(x[img], b[img], masks), leaf
 
         def score(out: torch.Tensor, start: int, stop: int) -> torch.Tensor:
@@ -245,9 +247,10 @@ class AblationPath(Method):
         for start, stop, s, g in self.evaluator.gradient_chunks(total, make, score, sample_shape=x.shape[1:],
                                                                 desc="ablation path"):
             a, v, k = items(start, stop)
-            values[a, v, k] = s.double()
+            # the optimisation state is small and stays on the host; only the model's inputs go to the device
+            values[a, v, k] = s.double().cpu()
             coef = v_sign[v] * w[k]
-            g = g.double()
+            g = g.double().cpu()
             for row in range(stop - start):  # in item order: bit-identical for any chunking
                 grads[a[row], v_path[v[row]], k[row]] += coef[row] * g[row]
         scores = assemble_score(self.score, values, ends[active])
@@ -271,16 +274,16 @@ class AblationPath(Method):
 
         def make(start: int, stop: int) -> torch.Tensor:
             a, v, k = items(start, stop)
-            masks = self._masks(state, a, v, k, v_path, x.dtype)
-            masks = torch.where(v_comp[v].view(-1, 1, 1), 1.0 - masks, masks)
+            masks = self._masks(state, a, v, k, v_path, x)
+            masks = torch.where(v_comp[v].view(-1, 1, 1).to(x.device), 1.0 - masks, masks)
             return blend(x[a], b[a], masks)
 
         for start, stop, out in self.evaluator.forward_chunks(total, make, sample_shape=x.shape[1:],
                                                               desc="ablation path curve"):
             a, v, k = items(start, stop)
-            values[a, v, k] = target.score(out, a, kind=kind).double()  # type: ignore[arg-type]
+            values[a, v, k] = target.score(out, a, kind=kind).double().cpu()  # type: ignore[arg-type]
             if out.ndim == 2:
-                pred[a, v, k] = out.argmax(1)
+                pred[a, v, k] = out.argmax(1).cpu()
         dominant = None if target.classes is None else pred == target.classes.view(-1, 1, 1)
         return values, pred, dominant
 

@@ -19,6 +19,7 @@ with T_l replaced by a constant C(sigma_l) (default 1 / (M + 1), uniform in log 
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 
@@ -177,7 +178,18 @@ class SiftDecoder:
         if t.ndim != 2 or t.shape[1] != self.n_features:
             raise ValueError(f"theta must have shape (K,) or (B, K) with K = {self.n_features}, got "
                              f"{tuple(theta.shape)}")
-        return t.to(self.matrices[0].dtype), single
+        return t.to(device=self.device, dtype=self.matrices[0].dtype), single
+
+    @property
+    def device(self) -> torch.device:
+        """Where the decoder's matrices are (and where it decodes)."""
+        return self.matrices[0].device
+
+    def to(self, device: torch.device | str) -> "SiftDecoder":
+        """This decoder with its matrices on ``device`` (keypoints and grid stay as they are: host metadata).
+        E_SIFT runs on the host (NumPy); decoding, the per-chunk work, runs where the model is."""
+        return dataclasses.replace(self, matrices=[z.to(device) for z in self.matrices],
+                                   heat_matrices=[z.to(device) for z in self.heat_matrices])
 
     def decode(self, theta: torch.Tensor) -> torch.Tensor:
         """D(theta): gains (K,) or (B, K) -> image (C, H, W) or (B, C, H, W), linear and differentiable."""
@@ -205,8 +217,8 @@ class SiftDecoder:
     def feature_weights(self, chunk: int = 64) -> torch.Tensor:
         """W_j = ||D(e_j)||_2 (Eq. 4.45) for every feature: (K,) float64."""
         k = self.n_features
-        out = torch.empty(k, dtype=torch.float64)
-        eye = torch.eye(k, dtype=self.matrices[0].dtype)
+        out = torch.empty(k, dtype=torch.float64, device=self.device)
+        eye = torch.eye(k, dtype=self.matrices[0].dtype, device=self.device)
         for s in range(0, k, chunk):
             out[s:s + chunk] = self.decode(eye[s:s + chunk]).flatten(1).norm(dim=1).double()
         return out

@@ -77,12 +77,13 @@ class _SiftFeatures:
         self.heatmap_sigmas = heatmap_sigmas
 
     def decompose(self, image: torch.Tensor) -> SiftDecoder:
-        """E_SIFT and the decoder of one image (C, H, W) with this method's settings."""
-        return sift_decompose(image, **self.sift)
+        """E_SIFT and the decoder of one image (C, H, W) with this method's settings: the decomposition runs on the
+        host (NumPy, SciPy), the decoder is returned on the image's device."""
+        return sift_decompose(image.cpu(), **self.sift).to(image.device)
 
     def pixel_heatmap(self, decoder: SiftDecoder, importance: torch.Tensor) -> torch.Tensor:
         """Feature importance (K,) -> (H, W) pixel heatmap (Eq. 4.46 or 4.48)."""
-        imp = importance.to(decoder.matrices[0].dtype)
+        imp = importance.to(device=decoder.device, dtype=decoder.matrices[0].dtype)
         if self.heatmap == "voronoi":
             return decoder.heatmap(imp)
         h, w = decoder.image_shape
@@ -201,8 +202,9 @@ class SiftAblationPath(_SiftFeatures, AblationPath):
                                                                     sample_shape=sample_shape,
                                                                     desc="sift ablation path"):
                 v, k, _ = leaf_masks(start, stop)
-                values[v, k] = s.double()
-                g = g.double()
+                # the path state is small and stays on the host (as for pixel ablation paths)
+                values[v, k] = s.double().cpu()
+                g = g.double().cpu()
                 for row in range(stop - start):  # item order: independent of chunking
                     grads[v_path[v[row]], k[row], 0] += v_sign[v[row]] * w[k[row]] * g[row]
         else:
@@ -213,9 +215,9 @@ class SiftAblationPath(_SiftFeatures, AblationPath):
             for start, stop, out in self.evaluator.forward_chunks(v_count * n, make_fwd, sample_shape=sample_shape,
                                                                   desc="sift ablation path curve"):
                 v, k, _ = leaf_masks(start, stop)
-                values[v, k] = target.score(out, owner(start, stop), kind=kind).double()  # type: ignore[arg-type]
+                values[v, k] = target.score(out, owner(start, stop), kind=kind).double().cpu()  # type: ignore
                 if out.ndim == 2:
-                    pred[v, k] = out.argmax(1)
+                    pred[v, k] = out.argmax(1).cpu()
         return values, grads, pred
 
     def _score(self, values: torch.Tensor, ends: torch.Tensor, state: torch.Tensor, grads: torch.Tensor | None
@@ -239,13 +241,13 @@ class SiftAblationPath(_SiftFeatures, AblationPath):
         k = dec.n_features
         ends_out = self.evaluator.forward(torch.stack([x[i], dec.decode(torch.zeros(k)).to(x.dtype)]),
                                           desc="path ends")
-        ends = target.score(ends_out, torch.full((2,), i, dtype=torch.long), kind=kind).double()  # type: ignore
-        end_pred = ends_out.argmax(1) if ends_out.ndim == 2 else torch.full((2,), -1, dtype=torch.long)
+        ends = target.score(ends_out, torch.full((2,), i, dtype=torch.long), kind=kind).double().cpu()  # type: ignore
+        end_pred = ends_out.argmax(1).cpu() if ends_out.ndim == 2 else torch.full((2,), -1, dtype=torch.long)
         config = AscentConfig(step_size=self.step_size, smoothing_sigma=0.0, saturation=self.saturation,
                               pinch=self.pinch)
         state = affine_path(self.n_steps, (1, k)).expand(self.n_paths, self.n_steps, 1, k).clone()
         # the affine start phi = t_k has mass t_k in the weighted metric too
-        weights = dec.feature_weights().clamp_min(1e-12) if self.feature_weights else None
+        weights = dec.feature_weights().clamp_min(1e-12).cpu() if self.feature_weights else None
         history = [float("nan")] * (self.max_iterations + 1)
         it = 0
         while not bool(should_stop(torch.tensor([it]), state_saturation(state.unsqueeze(0)),
@@ -282,7 +284,7 @@ class SiftAblationPath(_SiftFeatures, AblationPath):
         else:
             imp = contrastive_heatmap(state[0].unsqueeze(0), state[1].unsqueeze(0))
         importance = imp.reshape(k)
-        heat = self.pixel_heatmap(dec, importance)
+        heat = self.pixel_heatmap(dec, importance).cpu()
         t2 = time.perf_counter()
         out = {"importance": importance, "heat": heat, "keypoints": dec.keypoints.as_tensor(), "path": state[0, :, 0],
                "score": float(final), "history": history[:it + 1], "iterations": it, "curve": curve,
@@ -378,7 +380,7 @@ class SiftRISE(_SiftFeatures, Method):
             dec = self.decompose(x[i])
             times.append(time.perf_counter() - t0)
             k = dec.n_features
-            total = torch.zeros(1, k, dtype=torch.float64)
+            total = torch.zeros(1, k, dtype=torch.float64, device=x.device)
 
             def build(items: torch.Tensor) -> torch.Tensor:
                 return dec.decode(self.gains(items, k)).to(x.dtype)
@@ -387,7 +389,7 @@ class SiftRISE(_SiftFeatures, Method):
                                            desc=self.name):
                 owner = torch.full((items.numel(),), i, dtype=torch.long)
                 scores = target.score(out, owner, kind=kind).double()  # type: ignore[arg-type]
-                accumulate_rows(total, torch.zeros_like(items), self.gains(items, k).double(), scores)
+                accumulate_rows(total, torch.zeros_like(items), self.gains(items, k).to(total), scores)
             importance = total[0] / (self.n_masks * self.p)
             imps.append(importance)
             kps.append(dec.keypoints.as_tensor())

@@ -123,11 +123,13 @@ class SiftRELAX(_SiftFeatures, RELAX):
             ``(moments over (1, K), control-variate sums or None, mean similarity)``.
         """
         k = decoder.n_features
-        moments = MaskedMoments(1, k)
+        device = decoder.device
+        moments = MaskedMoments(1, k, device)
         group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
-        cv = CellControlVariate(1, k, k, group) if self.uses_control_variate(k) else None
+        cv = CellControlVariate(1, k, k, group, device) if self.uses_control_variate(k) else None
         # float64 gains: the block sums of MaskedMoments are taken in the gains' dtype
-        stream = BlockStream(1, self.n_masks, lambda idx: (self.gains(idx, k).double(),))
+        stream = BlockStream(1, self.n_masks, lambda idx: (self.gains(idx, k).to(device=device,
+                                                                                  dtype=torch.float64),))
         h_row = h.view(1, -1)
         sim_sum = 0.0
 
@@ -152,7 +154,8 @@ class SiftRELAX(_SiftFeatures, RELAX):
         importance, uncertainty = moments.estimates(self.estimator)
         if cv is not None:
             k = importance.shape[1]
-            importance = cv.importance(torch.eye(k, dtype=torch.float64), self.p)  # gains are their own cells
+            importance = cv.importance(torch.eye(k, dtype=torch.float64, device=importance.device),
+                                       self.p)  # gains are their own cells
         return importance[0], uncertainty[0]
 
     def explain_features(self, x: torch.Tensor, i: int, h: torch.Tensor) -> dict[str, Any]:
