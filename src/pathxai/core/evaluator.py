@@ -365,6 +365,12 @@ class BatchedEvaluator:
         self.placement = model_placement(self.model)
         return self.placement
 
+    def work_input(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` detached, on the model's device (re-read now), in the work dtype: the widest of x's, the model's
+        and float32 (accumulators never run in float16/bfloat16)."""
+        placement = self.refresh_placement()
+        return x.detach().to(device=placement.device or x.device, dtype=placement.work_dtype(x.dtype))
+
     @property
     def model_name(self) -> str:
         return str(getattr(self.model, "model_name", type(self.model).__name__))

@@ -202,8 +202,8 @@ class Method:
         x = self.validate_input(x)
         # work runs where the model lives, in float32 or wider; results go back where x came from, in its dtype
         user_device, user_dtype = x.device, x.dtype
-        placement = self.evaluator.refresh_placement()
-        x = x.detach().to(device=placement.device or x.device, dtype=placement.work_dtype(x.dtype))
+        x = self.evaluator.work_input(x)
+        placement = self.evaluator.placement
         limits.check(self.cost(tuple(x.shape)), f"method {self.name!r}")
         start = time.perf_counter()
         self.evaluator.reset_counts()

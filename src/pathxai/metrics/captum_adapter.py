@@ -104,6 +104,7 @@ def infidelity(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, e
                       param="n_perturb_samples", value=n_perturb_samples,
                       detail=f"{n} input(s) x {n_perturb_samples} perturbations"), "metric 'infidelity'")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
+    x = evaluator.work_input(x)   # the model's device, float32 or wider; results come back on the host
     method_evals = 0
     with evaluation_mode(model):
         resolved = metric_target(evaluator, x, target)
@@ -120,7 +121,7 @@ def infidelity(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, e
         if tuple(attribution.shape) != tuple(x.shape):
             raise ValueError(f"infidelity needs an attribution of the shape of x {tuple(x.shape)} (it is multiplied "
                              f"by input perturbations), got {tuple(attribution.shape)}")
-        attribution = attribution.to(x.dtype)
+        attribution = attribution.to(x)
 
         def forward(inputs: torch.Tensor) -> torch.Tensor:
             out = evaluator.forward(inputs.detach(), desc="infidelity")
@@ -133,13 +134,14 @@ def infidelity(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, e
             return out
 
         if perturb_fn is None:
-            generator = torch.Generator().manual_seed(item_seed(seed, "infidelity", 0))
+            generator = torch.Generator(device=x.device).manual_seed(item_seed(seed, "infidelity", 0))
 
             def perturb_fn(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                noise = noise_std * torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype)
+                noise = noise_std * torch.randn(inputs.shape, generator=generator, dtype=inputs.dtype,
+                                                device=inputs.device)
                 return noise, inputs - noise
 
-        captum_target = 0 if resolved.fn is not None else resolved.classes
+        captum_target = 0 if resolved.fn is not None else resolved.classes.to(x.device)
         values = captum_infidelity(forward, perturb_fn, x, attribution, target=captum_target,
                                    n_perturb_samples=n_perturb_samples, max_examples_per_batch=max_examples_per_batch,
                                    normalize=normalize)
@@ -147,8 +149,8 @@ def infidelity(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, e
             "normalize": normalize, "score": score, "seed": seed, "batch_size": evaluator.batch_size,
             "model_evaluations": evaluator.n_evaluations, "method_evaluations": method_evals,
             "target": target_meta(resolved), "wall_time_s": time.perf_counter() - start_time}
-    return CaptumMetricResult(score=values.detach().reshape(-1).to(x.dtype), curve=None, meta=meta,
-                              attribution=attribution)
+    return CaptumMetricResult(score=values.detach().reshape(-1).to(x.dtype).cpu(), curve=None, meta=meta,
+                              attribution=attribution.cpu())
 
 
 @register_metric(MetricInfo(
@@ -189,6 +191,7 @@ def sensitivity_max(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
     if perturb_fn is not None and not callable(perturb_fn):
         raise TypeError(f"perturb_fn must be None or a callable, got {type(perturb_fn).__name__}")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
+    x = evaluator.work_input(x)   # the model's device, float32 or wider; results come back on the host
     m = _method(model, method, batch_size=batch_size, seed=seed, progress=progress, method_kwargs=method_kwargs)
     # every perturbed copy is explained by the method: its cost times (1 + n_perturb_samples)
     per = m.cost(tuple(x.shape))
@@ -211,14 +214,14 @@ def sensitivity_max(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
             return (attribution,) if isinstance(inputs, tuple) else attribution
 
         if perturb_fn is None:
-            generator = torch.Generator().manual_seed(item_seed(seed, "sensitivity_max", 0))
+            generator = torch.Generator(device=x.device).manual_seed(item_seed(seed, "sensitivity_max", 0))
 
             def perturb_fn(inputs: Any, radius: float) -> tuple[torch.Tensor, ...]:
                 items = inputs if isinstance(inputs, tuple) else (inputs,)
-                return tuple(t + (2 * torch.rand(t.shape, generator=generator, dtype=t.dtype) - 1) * radius
-                             for t in items)
+                return tuple(t + (2 * torch.rand(t.shape, generator=generator, dtype=t.dtype, device=t.device) - 1)
+                             * radius for t in items)
 
-        kwargs = {} if resolved.fn is not None else {"target": resolved.classes}
+        kwargs = {} if resolved.fn is not None else {"target": resolved.classes.to(x.device)}
         values = captum_sensitivity_max(explain, x, perturb_func=perturb_fn, perturb_radius=perturb_radius,
                                         n_perturb_samples=n_perturb_samples, norm_ord=norm_ord,
                                         max_examples_per_batch=max_examples_per_batch, **kwargs)
@@ -227,5 +230,5 @@ def sensitivity_max(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tens
             "batch_size": evaluator.batch_size, "model_evaluations": evaluator.n_evaluations,
             "method_evaluations": method_evals[0], "target": target_meta(resolved),
             "wall_time_s": time.perf_counter() - start_time}
-    return CaptumMetricResult(score=values.detach().reshape(-1).to(x.dtype), curve=None, meta=meta,
-                              attribution=first["attribution"])
+    return CaptumMetricResult(score=values.detach().reshape(-1).to(x.dtype).cpu(), curve=None, meta=meta,
+                              attribution=first["attribution"].cpu())

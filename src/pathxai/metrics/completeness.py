@@ -80,6 +80,8 @@ def completeness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     check_positive_float(blur_sigma, "blur_sigma")
     seed = check_seed(seed)
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
+    dtype = x.dtype
+    x = evaluator.work_input(x)   # the model's device, float32 or wider; results come back on the host
     with evaluation_mode(model):
         b = make_baseline(x, baseline, blur_sigma=blur_sigma, seed=seed, name="baseline")
         resolved = metric_target(evaluator, x, target)
@@ -91,7 +93,7 @@ def completeness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
             return torch.where((items < n).view((-1,) + (1,) * (x.ndim - 1)), x[s], b[s])
 
         for items, out in item_outputs(evaluator, 2 * n, build, sample_shape=x.shape[1:], desc="completeness"):
-            scores[items] = resolved.score(out, items % n, kind=kind).double()
+            scores[items] = resolved.score(out, items % n, kind=kind).double().cpu()
     f_x, f_b = scores[:n], scores[n:]
     total = attribution.reshape(n, -1).double().sum(1)
     diff = f_x - f_b
@@ -99,7 +101,6 @@ def completeness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     absolute = residual.abs()
     relative = torch.where(diff != 0, absolute / diff.abs().clamp_min(torch.finfo(torch.float64).tiny),
                            torch.where(absolute == 0, torch.zeros_like(absolute), torch.full_like(absolute, torch.inf)))
-    dtype = x.dtype
     meta = {"metric": "completeness", "baseline": describe_baseline(baseline), "score": score,
             "batch_size": evaluator.batch_size, "model_evaluations": evaluator.n_evaluations,
             "target": target_meta(resolved), "wall_time_s": time.perf_counter() - start_time}

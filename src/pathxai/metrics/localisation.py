@@ -218,8 +218,8 @@ def monotonicity_correlation(model: Any, x: torch.Tensor, saliency: Any, target:
     limits.check(Cost(evaluations=n * (n_groups * n_samples + 1), param="n_samples", value=n_samples,
                       detail=f"{n} input(s) x {n_groups} groups x {n_samples} samples"),
                  "metric 'monotonicity_correlation'")
-    x = x.detach().cpu()
     ev = BatchedEvaluator(model, batch_size=batch_size, progress=False)
+    x = ev.work_input(x)   # the model's device; the group bookkeeping stays on the host
     with evaluation_mode(model):
         tgt = metric_target(ev, x, target)
         kind = score_kind(score, tgt)
@@ -231,7 +231,7 @@ def monotonicity_correlation(model: Any, x: torch.Tensor, saliency: Any, target:
             group_of.scatter_(1, order[:, bounds[g]:bounds[g + 1]], g)
         sums = torch.zeros(n, n_groups, dtype=torch.float64).scatter_add_(1, group_of, att)
         base = torch.cat([tgt.score(out, idx, kind=kind) for idx, out in
-                          item_outputs(ev, n, lambda idx: x[idx], sample_shape=x.shape[1:])]).double()
+                          item_outputs(ev, n, lambda idx: x[idx], sample_shape=x.shape[1:])]).double().cpu()
         per = n_groups * n_samples
 
         def build(items: torch.Tensor) -> torch.Tensor:
@@ -239,15 +239,16 @@ def monotonicity_correlation(model: Any, x: torch.Tensor, saliency: Any, target:
             grp = rest // n_samples
             xs = x[img].clone()
             for j in range(len(items)):
-                noise = torch.rand(c, h, w, generator=item_generator(seed, "monotonicity", int(items[j])))
-                sel = (group_of[img[j]] == grp[j]).view(1, h, w)
-                xs[j] = torch.where(sel, noise.to(x.dtype), xs[j])
+                noise = torch.rand(c, h, w, generator=item_generator(seed, "monotonicity", int(items[j]), x.device),
+                                   device=x.device, dtype=x.dtype)
+                sel = (group_of[img[j]] == grp[j]).view(1, h, w).to(x.device)
+                xs[j] = torch.where(sel, noise, xs[j])
             return xs
 
         change = torch.zeros(n, n_groups, dtype=torch.float64)
         for items, out in item_outputs(ev, n * per, build, sample_shape=x.shape[1:]):
             img = items // per
-            sc = tgt.score(out, img, kind=kind).double()
+            sc = tgt.score(out, img, kind=kind).double().cpu()
             for j in range(len(items)):   # item order: independent of the chunking
                 change[img[j], (items[j] % per) // n_samples] += (sc[j] - base[img[j]]) ** 2
         change /= n_samples

@@ -126,16 +126,18 @@ def negative_perturbation(model: Callable[[torch.Tensor], torch.Tensor], x: torc
     limits.check(Cost(evaluations=n * (k + 1), param="fractions", value=f"{k} values",
                       detail=f"{n} input(s) x {k + 1} masking levels"), "metric 'negative_perturbation'")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
+    x_work = evaluator.work_input(x)   # the model's device; the ranking bookkeeping stays on the host
+    base_work = base.to(x_work)
 
     def build(a: int, b: int) -> torch.Tensor:
         items = torch.arange(a, b)
         i, step = items // k, items % k
-        masked = (rank[i] < counts[i, step].unsqueeze(1)).view((len(items),) + mask_shape[1:]).to(x.dtype)
-        return x[i] * (1 - masked) + base * masked
+        masked = (rank[i] < counts[i, step].unsqueeze(1)).view((len(items),) + mask_shape[1:]).to(x_work)
+        return x_work[i] * (1 - masked) + base_work * masked
 
     with torch.inference_mode():
-        pred0 = evaluator.forward(x, desc="negative_perturbation").argmax(1)
-        preds = torch.cat([out.argmax(1) for _, _, out in evaluator.forward_chunks(
+        pred0 = evaluator.forward(x_work, desc="negative_perturbation").argmax(1).cpu()
+        preds = torch.cat([out.argmax(1).cpu() for _, _, out in evaluator.forward_chunks(
             n * k, build, sample_shape=x.shape[1:], desc="negative_perturbation")]).view(n, k)
     width = float(fr[-1] - fr[0])
 
@@ -145,7 +147,7 @@ def negative_perturbation(model: Callable[[torch.Tensor], torch.Tensor], x: torc
     consistency = (preds == pred0.unsqueeze(1)).float()
     accuracy = None
     if labels is not None:
-        labels = torch.as_tensor(labels).long().view(-1)
+        labels = torch.as_tensor(labels).long().view(-1).cpu()
         if labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {tuple(labels.shape)}")
         accuracy = (preds == labels.unsqueeze(1)).float()

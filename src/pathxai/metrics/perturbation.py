@@ -139,6 +139,8 @@ def _curve_metric(kind: str, model: Callable[[torch.Tensor], torch.Tensor], x: t
     check_baseline(baseline, "baseline")
     check_positive_float(blur_sigma, "blur_sigma")
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
+    dtype = x.dtype
+    x = evaluator.work_input(x)   # the model's device, float32 or wider; results come back on the host
     n, _, h, w = x.shape
     cost = Cost(evaluations=n * (steps + 1), bytes=8.0 * n * (steps + 1) * 3 + 8.0 * (steps + 1), param="steps",
                 value=steps, detail=f"{n} input(s) x {steps + 1} curve points")
@@ -149,23 +151,23 @@ def _curve_metric(kind: str, model: Callable[[torch.Tensor], torch.Tensor], x: t
         b = make_baseline(x, baseline, blur_sigma=blur_sigma, name="baseline")
         resolved = metric_target(evaluator, x, target)
         kind_score = score_kind(score, resolved)
-        ranks = pixel_ranks(saliency)  # (N, H, W): memory independent of steps
+        ranks = pixel_ranks(saliency).to(x.device)  # (N, H, W): memory independent of steps
         n_changed = (torch.arange(per_sample) * hw) // steps  # (K+1,) pixels changed after each step
+        n_changed_dev = n_changed.to(x.device)
 
         def build(items: torch.Tensor) -> torch.Tensor:
             s, k = items // per_sample, items % per_sample
-            changed = (ranks[s] < n_changed[k].view(-1, 1, 1)).unsqueeze(1)  # (n, 1, H, W)
+            changed = (ranks[s] < n_changed_dev[k].view(-1, 1, 1)).unsqueeze(1)  # (n, 1, H, W)
             if kind == "deletion":
                 return torch.where(changed, b[s], x[s])
             return torch.where(changed, x[s], b[s])
 
         raw = torch.empty(n * per_sample, dtype=torch.float64)
         for items, out in item_outputs(evaluator, n * per_sample, build, sample_shape=x.shape[1:], desc=kind):
-            raw[items] = resolved.score(out, items // per_sample, kind=kind_score).double()
+            raw[items] = resolved.score(out, items // per_sample, kind=kind_score).double().cpu()
     raw = raw.view(n, per_sample)
     curve, s_x, s_b = _normalise(raw, kind, normalisation)
     auc = trapezoid_auc(curve)
-    dtype = x.dtype
     meta = {
         "metric": kind, "steps": steps, "baseline": describe_baseline(baseline), "blur_sigma": blur_sigma,
         "score": score, "normalisation": normalisation, "batch_size": evaluator.batch_size,

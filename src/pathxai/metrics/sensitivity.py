@@ -162,11 +162,12 @@ def sensitivity_n(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     elem_groups_flat = elem_groups.reshape(-1)
     sums = torch.empty(total, dtype=torch.float64)
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
+    x = evaluator.work_input(x)   # the model's device, float32 or wider; the subset bookkeeping stays on the host
     with evaluation_mode(model):
         b = make_baseline(x, baseline, blur_sigma=blur_sigma, seed=seed, name="baseline")
         resolved = metric_target(evaluator, x, target)
         kind = score_kind(score, resolved)
-        s_x = resolved.score(evaluator.forward(x, desc="sensitivity-n input"), kind=kind).double()
+        s_x = resolved.score(evaluator.forward(x, desc="sensitivity-n input"), kind=kind).double().cpu()
 
         def build(items: torch.Tensor) -> torch.Tensor:
             s = items // per_sample
@@ -178,13 +179,13 @@ def sensitivity_n(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
                 removed[r] = False
                 removed[r, chosen] = True
                 sums[item] = group_attr[int(s[r]), chosen].sum()
-            mask = removed[:, elem_groups_flat].view(-1, *sample_shape)
+            mask = removed[:, elem_groups_flat].view(-1, *sample_shape).to(x.device)
             return torch.where(mask, b[s], x[s])
 
         changes = torch.empty(total, dtype=torch.float64)
         for items, out in item_outputs(evaluator, total, build, sample_shape=sample_shape, desc="sensitivity-n"):
             s = items // per_sample
-            changes[items] = s_x[s] - resolved.score(out, s, kind=kind).double()
+            changes[items] = s_x[s] - resolved.score(out, s, kind=kind).double().cpu()
     sums = sums.view(n, n_sizes, n_subsets)
     changes = changes.view(n, n_sizes, n_subsets)
     corr = pearson(sums, changes)

@@ -308,7 +308,7 @@ class AblationPath(Method):
         Returns:
             ``(score (N,) float64, grad (N, P, n, h, w) float64)``.
         """
-        x = self.validate_input(x).detach().cpu()
+        x = self.evaluator.work_input(self.validate_input(x))
         limits.check(Cost(evaluations=x.shape[0] * self.n_paths * self.n_steps + 2 * x.shape[0]),
                      f"method {self.name!r} (path_gradient)")
         self.evaluator.reset_counts()
