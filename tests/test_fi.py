@@ -51,7 +51,7 @@ def brute_force(model, x, y, factor, n_samples, seed, noise_level=0.15, with_cov
         c = rng / math.sqrt(float(sigma.diagonal().mean()))
         for k in range(n_samples):
             gen = item_generator(seed, "fi", i * n_samples + k)
-            eps = torch.randn(SHAPE, dtype=torch.float64, generator=gen).reshape(-1)
+            eps = torch.randn(SHAPE, generator=gen).double().reshape(-1)   # drawn in float32, as FI does
             z = (x[i].reshape(-1) + c * (factor @ eps)).clone().requires_grad_(True)
             f = torch.softmax(model(z.view(1, *SHAPE)), dim=1)[0, y[i]]
             (g,) = torch.autograd.grad(f, z)

@@ -159,6 +159,10 @@ app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, rich_m
     "pathxai explains what a neural network does and measures how faithful the explanation is.\n\n"
     "Quick start: pathxai explain --demo (EfficientNet-Lite0 on a bundled cat photo -> heatmap PNG)"))
 
+DEVICE_HELP = ("Where the model runs: auto (CUDA when available, else the CPU), cpu, cuda, cuda:N or mps. Inputs, "
+               "masks and noise are made there.")
+WEIGHTS_HELP = ("Local weights for a timm:NAME or torchvision:NAME model (a state dict .pth/.pt or .safetensors); "
+                "nothing is downloaded.")
 TRUST_HELP = ("Load a model file that holds a pickled Python module (torch.save(model)). Loading a pickled model runs "
               "code from the file: only for files you trust.")
 
@@ -444,10 +448,14 @@ def _plan(cls: type, model: str, target: str, params: dict[str, Any]) -> _Plan:
     return _Plan(encoder, None if encoder == model.strip().lower().replace("_", "-") else model)
 
 
-def _load_model(name: str, trust: bool) -> Any:
+def _load_model(name: str, trust: bool, weights: Path | None = None, device: str = "auto") -> Any:
+    """The model ``name`` (bundled, hub name or file) with its ``weights``, on ``device`` (checked before loading)."""
     import pathxai as px
+    from .core.placement import resolve_device
 
-    return px.models.load(name, trust=trust)
+    where = resolve_device(device)   # "--device cuda" on a machine without CUDA fails before any loading
+    net = px.models.load(name, trust=trust, weights=weights)
+    return net.to(where) if hasattr(net, "to") else net
 
 
 def _input_shape(net: Any, model: str, size: int) -> tuple[int, int, int]:
@@ -486,6 +494,8 @@ def explain(
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress",
                                             help="Progress bar on long runs [default: only on a terminal]."),
     trust_model_file: bool = typer.Option(False, "--trust-model-file", help=TRUST_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Explain a model's prediction on images: writes OUT/<image>_<method>.png (overlay) and .npz (attribution).
 
@@ -527,7 +537,10 @@ def explain(
             raise ValueError(f"no image files found in {', '.join(str(p) for p in images or [])}")
         inputs = [_Input(str(f), n, f) for f, n in zip(files, _output_names(files))]
 
-    net = _load_model(plan.load, trust_model_file)
+    if weights is not None and plan.encoder_of is not None:
+        raise ValueError(f"--weights: method {cls.name!r} explains the bundled encoder {plan.load}, not --model "
+                         f"{model}; --weights applies to timm:/torchvision: models explained by class")
+    net = _load_model(plan.load, trust_model_file, weights, device)
     shape = _input_shape(net, plan.load, size)
     model_label = str(getattr(net, "model_name", plan.load))
     class_names: list[str] | None = getattr(net, "class_names", None)
@@ -692,6 +705,8 @@ def bench(
     param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p rise.n_masks=1000."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the markdown tables to this file."),
     trust_model_file: bool = typer.Option(False, "--trust-model-file", help=TRUST_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Measure each method's overhead over the raw model passes it needs, and its memory as the work grows 10x.
 
@@ -712,7 +727,7 @@ def bench(
     if out is not None and out.is_dir():
         raise ValueError(f"--out must name a file for the tables, but {out} is a folder")
     bs = _parse_batch_size(batch_size)
-    net = _load_model(model, trust_model_file)
+    net = _load_model(model, trust_model_file, weights, device)
     if model.startswith("efficientnet"):
         photo = px.data.sample_images(["chelsea"])[0].image
         x = (net.preprocess(photo) if hasattr(net, "preprocess")
@@ -781,6 +796,8 @@ def run_cmd(
                                             "for an RGB model) instead of recording them as failed."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bar."),
     trust_model_file: bool = typer.Option(False, "--trust-model-file", help=TRUST_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Explain a whole data set into a resumable store (killed runs resume where they stopped)."""
     from .runs import RunLockedError, format_summary, run
@@ -796,7 +813,8 @@ def run_cmd(
     table = run(data, names, out=out, model=model, metrics=metric_names, engine=engine, workers=workers,
                 ray_address=ray_address, labels=labels, n_images=n_images, seed=seed, batch_size=batch_size,
                 steps=steps, shard_size=shard_size, method_params=overrides,
-                convert_modes=convert_modes, trust_model_file=trust_model_file, progress=progress)
+                convert_modes=convert_modes, trust_model_file=trust_model_file, weights=weights, device=device,
+                progress=progress)
     typer.echo(format_summary(table))
     typer.echo(f"results in {out} (summary.json); browse with: pathxai report {out}")
 

@@ -377,9 +377,14 @@ class BatchedEvaluator:
 
     def call_model(self, inputs: torch.Tensor) -> torch.Tensor:
         """The model's output for ``inputs`` (n, ...): on the model's device and dtype, unwrapped to one tensor,
-        widened to float32 if the model computes in float16/bfloat16. Differentiable; no checks, no counting."""
-        out = as_logits(self.model(to_model_input(inputs, self.placement)), self.model_name)
-        return widen_output(out)
+        widened to float32 if the model computes in float16/bfloat16, and to the inputs' dtype if that is wider
+        (a float64 input is explained in float64 around a float32 model). Differentiable; no checks, no counting."""
+        out = widen_output(as_logits(self.model(to_model_input(inputs, self.placement)), self.model_name))
+        if out.is_floating_point() and inputs.is_floating_point():
+            wide = torch.promote_types(out.dtype, inputs.dtype)
+            if wide != out.dtype:
+                out = out.to(wide)
+        return out
 
     # ------------------------------------------------------------------ accounting
     def reset_counts(self) -> None:
@@ -501,7 +506,7 @@ class BatchedEvaluator:
         key = self._key(sample_shape, grad)
         caps = _oom_caps(self.model)
         if caps.get(key, size + 1) > half:
-            first = key not in caps
+            first = not caps   # one warning per model, whatever the shape or kind of evaluation
             caps[key] = half
             probe = _probe_table(self.model).get(key)
             if probe is not None:   # "auto": never probe or choose a size that failed

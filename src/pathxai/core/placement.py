@@ -46,8 +46,8 @@ def model_placement(model: Any) -> Placement:
 
 
 def resolve_device(spec: str | torch.device | None) -> torch.device:
-    """``"auto"`` (CUDA when available, else MPS when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
-    ``"mps"`` -> a ``torch.device``, checked to exist on this machine.
+    """``"auto"`` (CUDA when available, else the CPU; MPS only when asked for: some operators still fall back),
+    ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` -> a ``torch.device``, checked to exist on this machine.
 
     Raises:
         ValueError: an unknown spec, or a device this machine does not have (named, with what it has).
@@ -55,11 +55,7 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     if isinstance(spec, torch.device):
         spec = str(spec)
     if spec is None or spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if _mps_available():
-            return torch.device("mps")
-        return torch.device("cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(spec, str):
         raise TypeError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {spec!r}")
     try:

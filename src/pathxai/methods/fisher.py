@@ -487,10 +487,11 @@ class FunctionalInformation(Method):
             return out
 
         def build(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            eps = torch.stack([torch.randn(shape, dtype=x.dtype, device=x.device,
+            # drawn in float32 whatever x's dtype: the same noise, so the same explanation, for a float64 input
+            eps = torch.stack([torch.randn(shape, device=x.device,
                                            generator=item_generator(self.seed, "fi", int(i) * self.n_samples + int(j),
                                                                     x.device))
-                               for i, j in zip(s, k)])
+                               for i, j in zip(s, k)]).to(x.dtype)
             return x[s] + c[s].view((-1,) + (1,) * len(shape)) * per_group(s, "factor", eps)
 
         total = torch.zeros_like(x)

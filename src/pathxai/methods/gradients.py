@@ -102,10 +102,11 @@ class SmoothGrad(Method):
         sample_shape = x.shape[1:]
 
         def build(s: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-            noise = torch.stack([torch.randn(sample_shape, dtype=x.dtype, device=x.device,
+            # drawn in float32 whatever x's dtype: the same noise, so the same explanation, for a float64 input
+            noise = torch.stack([torch.randn(sample_shape, device=x.device,
                                              generator=item_generator(self.seed, "smoothgrad",
                                                                       int(i) * self.n_samples + int(j), x.device))
-                                 for i, j in zip(s, k)])
+                                 for i, j in zip(s, k)]).to(x.dtype)
             return x[s] + sigma[s].view((-1,) + (1,) * (x.ndim - 1)) * noise
 
         if self.aggregate == "variance":

@@ -90,7 +90,7 @@ def completeness(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
 
         def build(items: torch.Tensor) -> torch.Tensor:  # items 0..N-1: x, N..2N-1: baseline
             s = items % n
-            return torch.where((items < n).view((-1,) + (1,) * (x.ndim - 1)), x[s], b[s])
+            return torch.where((items < n).view((-1,) + (1,) * (x.ndim - 1)).to(x.device), x[s], b[s])
 
         for items, out in item_outputs(evaluator, 2 * n, build, sample_shape=x.shape[1:], desc="completeness"):
             scores[items] = resolved.score(out, items % n, kind=kind).double().cpu()

@@ -12,6 +12,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from ..core.placement import resolve_device
 from ..core.validation import check_positive_int, check_seed
 from .store import SETTINGS_KEYS, RunStore, _atomic_write, iter_chunks
 from .work import RUN_METRICS, finite_or_none, plan_items
@@ -20,6 +21,22 @@ from .work import RUN_METRICS, finite_or_none, plan_items
 # see :func:`run`); keys outside this list (``trust_model_file``) are taken from the session that resumes
 RESULT_KEYS = SETTINGS_KEYS + ("convert_modes",)
 RUN_FORMAT = 2          # 2: every result file carries its own record (format 1 runs are read and resumed too)
+
+
+def _weights_record(weights: str | Path | None) -> dict[str, str] | None:
+    """The run's record of a weights file: its absolute path and SHA-256 (the content is what changes results)."""
+    if weights is None:
+        return None
+    import hashlib
+
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {weights} does not exist")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return {"path": str(path), "sha256": digest.hexdigest()}
 
 
 @dataclass
@@ -125,7 +142,8 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
         ray_address: str | None = None, labels: str | Path | None = None, n_images: int | None = None,
         seed: int = 0, batch_size: int = 16, steps: int = 20, shard_size: int = 4,
         method_params: dict[str, dict[str, Any]] | None = None, threads_per_worker: int = 1,
-        convert_modes: bool = False, trust_model_file: bool = False, progress: bool | None = None) -> RunTable:
+        convert_modes: bool = False, trust_model_file: bool = False, weights: str | Path | None = None,
+        device: str = "auto", progress: bool | None = None) -> RunTable:
     """Explain every item of DATA with every method, score it, and commit each result to the store in ``out``.
 
     Running again with the same ``out`` resumes: finished (item, method) pairs whose stored result verifies are
@@ -149,6 +167,11 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
             for an RGB model; colour for a grey model) and note it; by default such an item is recorded as failed
             with the reason. It may be switched on when resuming (the failed items are retried and converted);
             switching it off on a run started with it is refused, since converted results would stay in the run.
+        weights: a local weights file for a ``timm:``/``torchvision:`` model (see :func:`pathxai.models.load`);
+            its SHA-256 is a result-changing setting (a resumed run refuses other weights).
+        device: where the workers run the model: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``,
+            ``mps``; Ray actors request a GPU when it is CUDA. Not a result-changing setting: results computed on
+            different devices differ by floating-point rounding, and each result's record names its device.
         trust_model_file: allow ``model`` to be a pickled ``.pt`` file that is loaded with full unpickling (runs
             code from the file: only for files you trust). Recorded in ``run.json``; it does not change results.
     Returns:
@@ -187,7 +210,8 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
               "method_params": {k: v for k, v in (method_params or {}).items() if k in methods},
               "metrics": list(metrics), "steps": steps, "seed": seed, "batch_size": batch_size,
               "threads_per_worker": threads_per_worker, "convert_modes": bool(convert_modes),
-              "trust_model_file": bool(trust_model_file), "pathxai_run_format": RUN_FORMAT}
+              "trust_model_file": bool(trust_model_file), "pathxai_run_format": RUN_FORMAT,
+              "weights": _weights_record(weights), "device": str(resolve_device(device))}
     config = json.loads(json.dumps(config))   # the form it has in run.json (tuples -> lists)
     store = RunStore(out)
     try:
@@ -205,7 +229,7 @@ def run(data: str | Path, methods: Sequence[str], *, out: str | Path, model: str
             # switching convert_modes on is allowed: items done without it are unchanged by it, and the items
             # that failed for their image mode are retried below, now converted
             config = {**previous, "convert_modes": config["convert_modes"],
-                      "trust_model_file": config["trust_model_file"]}
+                      "trust_model_file": config["trust_model_file"], "device": config["device"]}
         store.write_config(config)   # also (re)writes the index's copy of run.json
         store.add_items((it.item_id, it.position, it.source, it.label,
                          {"boxes": it.boxes, **({"error": it.error} if it.error else {})}) for it in items)

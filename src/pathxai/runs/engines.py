@@ -123,7 +123,9 @@ def run_ray(config: dict[str, Any], shards: list[Shard], workers: int,
             ray.init(num_cpus=max(1, workers), include_dashboard=False, runtime_env=env, log_to_driver=False)
         started = True
     try:
-        actor_cls = ray.remote(num_cpus=1)(_RayWorker)
+        # a worker on a CUDA device asks Ray for a GPU, so that the scheduler places it on a machine that has one
+        gpus = 1 if str(config.get("device", "cpu")).startswith("cuda") else 0
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus)(_RayWorker)
         actors = [actor_cls.remote(config) for _ in range(max(1, workers))]
         pool = ActorPool(actors)
         yield from pool.map_unordered(lambda a, shard: a.process.remote(shard), shards)

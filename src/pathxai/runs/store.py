@@ -99,7 +99,9 @@ RECORD_KEY = "record_json"          # the array (UTF-8 JSON bytes) holding a res
 RECORD_FORMAT = 1
 # configuration keys a stored result depends on (``convert_modes`` only changes items that failed without it)
 SETTINGS_KEYS = ("data", "model", "methods", "method_params", "metrics", "steps", "seed", "batch_size",
-                 "threads_per_worker")
+                 "threads_per_worker", "weights")
+# settings that runs written before they existed do not have (absent = None)
+OPTIONAL_SETTINGS = ("weights",)
 SCORE_RANGES: dict[str, tuple[float, float]] = {"insertion": (0.0, 1.0), "deletion": (0.0, 1.0),
                                                 "pointing": (0.0, 1.0)}
 _SCORE_SLACK = 1e-6                 # float32 softmax sums may exceed 1 by an ulp or two
@@ -135,8 +137,10 @@ def result_relpath(item_id: str, method: str) -> str:
 
 
 def settings_digest(config: dict[str, Any]) -> str:
-    """SHA-256 of the result-changing settings of a run configuration (:data:`SETTINGS_KEYS`)."""
-    blob = json.dumps({k: config.get(k) for k in SETTINGS_KEYS}, sort_keys=True, default=str)
+    """SHA-256 of the result-changing settings of a run configuration (:data:`SETTINGS_KEYS`; an optional key
+    such as ``weights`` counts only when set, so runs written before it existed keep their digest)."""
+    settings = {k: config.get(k) for k in SETTINGS_KEYS if k not in OPTIONAL_SETTINGS or config.get(k) is not None}
+    blob = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..data.images import ImageData
+from ..core.placement import resolve_device
 from .store import ResultRecord
 
 RUN_METRICS = ("insertion", "deletion", "pointing")
@@ -180,7 +181,18 @@ class Worker:
 
         torch.set_num_threads(int(config["threads_per_worker"]))
         self.config = config
-        self.model = load(config["model"], trust=bool(config.get("trust_model_file", False)))
+        weights = config.get("weights")
+        if weights:   # the file the run started with, unchanged: its content is a result-changing setting
+            from .api import _weights_record
+
+            now = _weights_record(weights["path"])
+            if now is None or now["sha256"] != weights["sha256"]:
+                raise ValueError(f"the weights file {weights['path']} changed since the run started (SHA-256 "
+                                 "differs); restore it or start a new run with another --out")
+        self.model = load(config["model"], trust=bool(config.get("trust_model_file", False)),
+                          weights=weights["path"] if weights else None)
+        self.device = resolve_device(config.get("device", "auto"))
+        self.model = self.model.to(self.device)
         self.methods = {name: get_method(name)(self.model, batch_size=config["batch_size"], seed=config["seed"],
                                                progress=False, **config["method_params"].get(name, {}))
                         for name in config["methods"]}
@@ -262,7 +274,7 @@ class Worker:
                 scores[metric] = float(r.score[0])
         seconds = time.perf_counter() - t0
         plain = {k: v for k, v in e.extras.items() if isinstance(v, (str, int, float, bool, tuple, list))}
-        meta = {"target": target, "explain_seconds": t_explain,
+        meta = {"target": target, "explain_seconds": t_explain, "device": str(self.device),
                 "model_evaluations": e.meta.get("model_evaluations"), "extras": plain, **info}
         return ResultRecord(item.item_id, name, "done", arrays, scores, seconds, None, meta)
 
