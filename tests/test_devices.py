@@ -275,3 +275,21 @@ def test_auto_batch_size_never_probes_a_size_that_ran_out_of_memory(digits_model
     flaky.sizes.clear()
     make("ig", flaky, batch_size="auto", n_steps=32).explain(x, y)
     assert max(flaky.sizes) <= 3
+
+
+def test_the_library_never_picks_a_device_by_name():
+    """Work goes where the model is: no `.cuda()` and no hard-coded "cuda" device anywhere in the library (the CLI's
+    --device parsing in core/placement.py is the one place that names devices)."""
+    import re
+    from pathlib import Path
+
+    src = Path(px.__file__).parent
+    offenders = []
+    for path in src.rglob("*.py"):
+        if path.name == "placement.py":
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(r"\.cuda\(|device\s*=\s*['\"](cuda|mps)", code):
+                offenders.append(f"{path.relative_to(src)}:{i}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
