@@ -9,10 +9,14 @@ import pytest
 import torch
 
 import pathxai as px
-from method_params import FAST_PARAMS, assert_rejects_bad_inputs
+from method_params import FAST_PARAMS, assert_rejects_bad_inputs, tiny_vit
 
 IMAGE_METHODS = [name for name in px.list_methods() if 4 in px.get_method(name).input_ndim
-                 and px.get_method(name).needs_target]
+                 and px.get_method(name).needs_target
+                 and not getattr(px.get_method(name), "needs_transformer", False)]
+# methods that only work on vision transformers (attention rollouts): run on a tiny ViT at the end of this file
+TRANSFORMER_METHODS = [name for name in px.list_methods()
+                       if getattr(px.get_method(name), "needs_transformer", False)]
 
 
 def make(name: str, model, **kwargs):
@@ -160,3 +164,47 @@ def test_bad_constructor_arguments(name, digits_model):
         px.get_method(name)(digits_model, batch_size="big")
     with pytest.raises(TypeError, match="model must be callable"):
         px.get_method(name)(42)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same contract on a tiny vision transformer: the methods that need one, and Grad-CAM's token-layer path
+
+
+@pytest.fixture(scope="module")
+def vit_model():
+    return tiny_vit()
+
+
+VIT_CONTRACT_METHODS = TRANSFORMER_METHODS + ["gradcam"]
+VIT_CHECKS = [test_shapes_and_meta, test_seeded_determinism, test_batch_size_invariance, test_per_sample_targets,
+              test_callable_target, test_model_mode_and_parameters_restored,
+              test_image_methods_check_rank_without_a_declared_input_shape]
+
+
+def test_transformer_methods_are_declared():
+    assert {"attention_rollout", "grad_rollout"} <= set(TRANSFORMER_METHODS)
+    assert not set(TRANSFORMER_METHODS) & set(IMAGE_METHODS)
+
+
+@pytest.mark.parametrize("check", VIT_CHECKS, ids=lambda f: f.__name__.removeprefix("test_"))
+@pytest.mark.parametrize("name", VIT_CONTRACT_METHODS)
+def test_contract_on_a_tiny_vit(check, name, vit_model, digit_batch):
+    check(name, vit_model, digit_batch)
+
+
+@pytest.mark.parametrize("name", VIT_CONTRACT_METHODS)
+def test_bad_inputs_and_arguments_on_a_tiny_vit(name, vit_model, digit_batch):
+    x, _ = digit_batch
+    method = make(name, vit_model, batch_size=4)
+    assert_rejects_bad_inputs(method, x, "tiny-vit")
+    with pytest.raises(ValueError, match=r"target class 10 is out of range.*0 <= target < 10"):
+        method.explain(x, 10)
+    with pytest.raises(TypeError, match=r"model output must be a single torch.Tensor.*got a tuple"):
+        make(name, TupleOutput(vit_model), batch_size=4).explain(x)
+    test_bad_constructor_arguments(name, vit_model)
+
+
+@pytest.mark.parametrize("name", TRANSFORMER_METHODS)
+def test_transformer_methods_refuse_a_cnn_clearly(name, digits_model):
+    with pytest.raises(ValueError, match="needs a vision transformer"):
+        px.get_method(name)(digits_model)
