@@ -159,11 +159,14 @@ class AttentionCapture:
         modules: ``(name, module)`` pairs from :func:`attention_modules`.
         graph: return the output recomputed from the captured probabilities in place of the module's own, so that
             the probabilities are in the autograd graph of the model output (needed for d y / d A).
+        on_first: called when the first attention layer of a forward pass has run.
     """
 
-    def __init__(self, modules: list[tuple[str, nn.Module]], graph: bool = False) -> None:
+    def __init__(self, modules: list[tuple[str, nn.Module]], graph: bool = False,
+                 on_first: Callable[[], None] | None = None) -> None:
         self.modules = modules
         self.graph = graph
+        self.on_first = on_first
         self.probs: list[torch.Tensor] = []
         self.names: list[str] = []
         self._handles: list[Any] = []
@@ -182,6 +185,8 @@ class AttentionCapture:
         recompute = _RECOMPUTE[attention_kind(module)]  # type: ignore[index]
 
         def hook(_m: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            if not self.probs and self.on_first is not None:
+                self.on_first()
             original = output[0] if isinstance(output, tuple) else output
             try:
                 probs, out = recompute(module, args, kwargs)
@@ -273,8 +278,9 @@ class _RolloutBase(Method):
     def _capture(self, chunk: torch.Tensor, target: Target) -> tuple[list[torch.Tensor], list[torch.Tensor] | None,
                                                                       TokenGridProbe]:
         n = chunk.shape[0]
-        with AttentionCapture(self.attention, graph=self.uses_gradients) as cap, \
-                TokenGridProbe(self.model) as probe:
+        probe = TokenGridProbe(self.model)
+        # the patch grid is read from the convs that run before the first attention layer
+        with AttentionCapture(self.attention, graph=self.uses_gradients, on_first=probe.freeze) as cap, probe:
             if self.uses_gradients:
                 with torch.enable_grad():
                     # the input in the graph puts every layer's A in it, so d y / d A_l includes the paths through

@@ -47,6 +47,15 @@ def is_norm(module: nn.Module) -> bool:
     return "LayerNorm" in name or "RMSNorm" in name
 
 
+def is_channels_last_norm(module: nn.Module, out: torch.Tensor) -> bool:
+    """Whether a 4-d output of ``module`` is channels-last (N, h, w, C): a per-token norm over its last axis.
+    timm's ``LayerNorm2d`` normalises the channels of (N, C, h, w) maps and is not one."""
+    if not is_norm(module) or "2d" in type(module).__name__.lower():
+        return False
+    shape = getattr(module, "normalized_shape", None) or getattr(module, "weight", torch.empty(0)).shape
+    return not shape or tuple(shape)[-1] == out.shape[-1]
+
+
 def is_attention(module: nn.Module) -> bool:
     """An attention module by its class name (timm ``Attention``/``WindowAttention``, transformers ``*Attention``,
     ``nn.MultiheadAttention``)."""
@@ -170,6 +179,7 @@ class TokenGridProbe:
         self.block = block
         self.conv_grids: list[tuple[int, int]] = []
         self.block_dims: tuple[int, int] | None = None
+        self.frozen = False
         self._handles: list[Any] = []
 
     def __enter__(self) -> "TokenGridProbe":
@@ -185,11 +195,17 @@ class TokenGridProbe:
         for h in self._handles:
             h.remove()
 
+    def freeze(self) -> None:
+        """Stop recording: call it when the tokens of interest are computed (later convs are not their grid)."""
+        self.frozen = True
+
     def _conv(self, _m: nn.Module, _inp: Any, out: Any) -> None:
-        if isinstance(out, torch.Tensor) and out.ndim == 4:
+        if not self.frozen and isinstance(out, torch.Tensor) and out.ndim == 4:
             self.conv_grids.append((int(out.shape[2]), int(out.shape[3])))
 
     def _dims(self, _m: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.frozen:
+            return
         for value in (*args, *kwargs.values()):
             if (isinstance(value, (tuple, list)) and len(value) == 2
                     and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
@@ -199,6 +215,7 @@ class TokenGridProbe:
     def reset(self) -> None:
         self.conv_grids = []
         self.block_dims = None
+        self.frozen = False
 
 
 def _parent(model: Any, name: str) -> nn.Module | None:
@@ -274,8 +291,8 @@ class GradCAM(Method):
                 kind = "reshape"
             elif out.ndim == 3:
                 kind = "tokens"
-            elif out.ndim == 4 and is_norm(self.layer):
-                kind = "nhwc"  # a per-token norm normalises the last axis: channels last (timm Swin stages)
+            elif out.ndim == 4 and is_channels_last_norm(self.layer, out):
+                kind = "nhwc"  # a per-token norm over the last axis: channels last (timm Swin stages)
             elif out.ndim == 4:
                 kind = "nchw"
             else:
@@ -315,11 +332,13 @@ class GradCAM(Method):
     def _token_cam(self, chunk: torch.Tensor, target: Target, kind: str) -> tuple[torch.Tensor, int]:
         """Grad-CAM of one chunk at a token / channels-last layer: ((n, 1, h, w), prefix tokens dropped)."""
         captured: list[torch.Tensor] = []
+        probe = TokenGridProbe(self.model, _parent(self.model, self.layer_name))
 
         def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
             if captured:
                 raise ValueError(f"layer {self.layer_name!r} runs more than once per forward pass; Grad-CAM needs "
                                  "a layer that runs once (pass another layer=)")
+            probe.freeze()
             first = out[0] if isinstance(out, (tuple, list)) else out
             # a leaf from here on: we need d score / d activation only, not the backward pass below the layer
             leaf = first.detach().requires_grad_(True)
@@ -329,7 +348,7 @@ class GradCAM(Method):
         n = chunk.shape[0]
         handle = self.layer.register_forward_hook(hook)
         try:
-            with TokenGridProbe(self.model, _parent(self.model, self.layer_name)) as probe, torch.enable_grad():
+            with probe, torch.enable_grad():
                 out = check_model_output(self.model(chunk), n)
                 scores = target.score(out)
                 if not captured:
