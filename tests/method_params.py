@@ -100,6 +100,9 @@ BAD_PARAMS: dict[str, list[tuple[str, object]]] = {
                          ("groups", "features")],
     "sointer": [("interpreter", "trained.pt")],
     "l2x": [("interpreter", None)],
+    # the rollouts take no parameters of their own: the common ones (seed, batch_size) are checked
+    "attention_rollout": [],
+    "grad_rollout": [],
 }
 
 # structured-task sizes of the untrained stand-ins below
@@ -142,3 +145,24 @@ def assert_rejects_bad_inputs(method, x, model_name: str) -> None:
         method.explain((x * 255).long())
     with pytest.raises(TypeError, match=r"x must be a torch.Tensor"):
         method.explain(x.numpy())
+
+
+def tiny_vit(seed: int = 0, **config):
+    """A tiny transformers ViT (random weights) for the contract suite and the ViT tests, as the digits CNN is
+    wrapped: (N, 1, 28, 28) in [0, 1] -> (N, 10) logits, 7 x 7 patches (a 4 x 4 grid + CLS), 3 blocks of 4 heads.
+    ``initializer_range`` 0.2 (not 0.02) gives peaked, far-from-uniform attention, so that tests can fail.
+    Skips the calling test when transformers is missing."""
+    import pytest
+
+    pytest.importorskip("transformers")
+    from pathxai.models import ImageClassifier
+    from pathxai.models.vit import build_vit, clutter_vit_config
+
+    fields = dict(image_size=28, patch_size=7, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                  intermediate_size=64, initializer_range=0.2)
+    fields.update(config)
+    import torch
+
+    net = build_vit(clutter_vit_config(**fields), seed=seed)
+    return ImageClassifier(net, torch.nn.Identity(), [str(i) for i in range(10)], (28, 28), "tiny-vit",
+                           channels=1).eval()

@@ -10,10 +10,14 @@ import torch
 
 import pathxai as px
 from method_params import (BAD_PARAMS, COMMON_BAD_PARAMS, FAST_PARAMS, STRUCTURED_FEATURES, STRUCTURED_OUTPUTS,
-                           assert_rejects_bad_inputs, required_params)
+                           assert_rejects_bad_inputs, required_params, tiny_vit)
 
 IMAGE_METHODS = [name for name in px.list_methods() if 4 in px.get_method(name).input_ndim
-                 and px.get_method(name).needs_target]
+                 and px.get_method(name).needs_target
+                 and not getattr(px.get_method(name), "needs_transformer", False)]
+# methods that only work on vision transformers (attention rollouts): run on a tiny ViT at the end of this file
+TRANSFORMER_METHODS = [name for name in px.list_methods()
+                       if getattr(px.get_method(name), "needs_transformer", False)]
 
 
 def make(name: str, model, **kwargs):
@@ -112,7 +116,7 @@ def test_bad_inputs(name, digits_model, digit_batch):
                                         r"px.models.adapt\(model, output=\"scores\"\)"):
         make(name, DictOutput(digits_model, key="scores"), batch_size=4).explain(x, 1)
     with pytest.raises(TypeError, match=r"returned str, not a logits tensor"):
-        make(name, lambda inp: "logits", batch_size=4).explain(x, 1)
+        make(name, StrOutput(digits_model), batch_size=4).explain(x, 1)
 
 
 class DictOutput(torch.nn.Module):
@@ -123,6 +127,12 @@ class DictOutput(torch.nn.Module):
 
     def forward(self, inp):
         return {self.key: self.net(inp)}
+
+
+class StrOutput(DictOutput):
+    def forward(self, inp):
+        self.net(inp)
+        return "logits"
 
 
 class TupleOutput(DictOutput):
@@ -247,7 +257,7 @@ def test_every_registered_method_has_a_bad_parameter_table():
 
 @pytest.mark.parametrize("name", px.list_methods())
 def test_out_of_range_parameters_are_refused_at_construction(name, digits_model):
-    model = Tripwire(digits_model)
+    model = Tripwire(tiny_vit() if getattr(px.get_method(name), "needs_transformer", False) else digits_model)
     cls = px.get_method(name)
     cls(model, **required_params(name))  # the defaults are valid
     problems = []
@@ -271,7 +281,8 @@ def test_every_method_refuses_a_model_with_nan_outputs(name, digits_model, digit
     if not cls.needs_target:
         model, x, target = NanOutput(digits_cnn_features()), digit_batch[0], None
     elif 4 in cls.input_ndim:
-        model, x, target = NanOutput(digits_model), digit_batch[0], 1
+        net = tiny_vit() if getattr(cls, "needs_transformer", False) else digits_model
+        model, x, target = NanOutput(net), digit_batch[0], 1
     else:  # structured black boxes (N, D) -> (N, L)
         net = torch.nn.Sequential(torch.nn.Linear(STRUCTURED_FEATURES, STRUCTURED_OUTPUTS), torch.nn.Sigmoid())
         model = NanOutput(net)
@@ -287,3 +298,53 @@ def test_every_method_refuses_a_model_with_nan_outputs(name, digits_model, digit
         calls.clear()
         e = method.explain(x, None)
         assert not calls and e.meta["model_evaluations"] == 0 and torch.isfinite(e.attribution).all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same contract on a tiny vision transformer: the methods that need one, and Grad-CAM's token-layer path
+
+
+@pytest.fixture(scope="module")
+def vit_model():
+    return tiny_vit()
+
+
+# every image method meets the ViT too (bring your own model): the transformer-only methods, Grad-CAM's token path,
+# and the model-agnostic ones
+VIT_CONTRACT_METHODS = TRANSFORMER_METHODS + IMAGE_METHODS
+VIT_CHECKS = [test_shapes_and_meta, test_seeded_determinism, test_batch_size_invariance, test_per_sample_targets,
+              test_callable_target, test_model_mode_and_parameters_restored,
+              test_image_methods_check_rank_without_a_declared_input_shape]
+
+
+def test_transformer_methods_are_declared():
+    assert {"attention_rollout", "grad_rollout"} <= set(TRANSFORMER_METHODS)
+    assert not set(TRANSFORMER_METHODS) & set(IMAGE_METHODS)
+
+
+@pytest.mark.parametrize("check", VIT_CHECKS, ids=lambda f: f.__name__.removeprefix("test_"))
+@pytest.mark.parametrize("name", VIT_CONTRACT_METHODS)
+def test_contract_on_a_tiny_vit(check, name, vit_model, digit_batch):
+    if check is test_image_methods_check_rank_without_a_declared_input_shape and \
+            px.get_method(name).input_ndim != (4,):
+        pytest.skip("methods that also take (N, L, D) / (N, D) inputs rely on the model to declare its input shape")
+    check(name, vit_model, digit_batch)
+
+
+@pytest.mark.parametrize("name", VIT_CONTRACT_METHODS)
+def test_bad_inputs_and_arguments_on_a_tiny_vit(name, vit_model, digit_batch):
+    x, _ = digit_batch
+    method = make(name, vit_model, batch_size=4)
+    assert_rejects_bad_inputs(method, x, "tiny-vit")
+    with pytest.raises(ValueError, match=r"target class 10 is out of range.*0 <= target < 10"):
+        method.explain(x, 10)
+    # a tuple's first element is the logits (transformers models with return_dict=False)
+    torch.testing.assert_close(make(name, TupleOutput(vit_model), batch_size=4, seed=1).explain(x, 1).attribution,
+                               make(name, vit_model, batch_size=4, seed=1).explain(x, 1).attribution)
+    test_bad_constructor_arguments(name, vit_model)
+
+
+@pytest.mark.parametrize("name", TRANSFORMER_METHODS)
+def test_transformer_methods_refuse_a_cnn_clearly(name, digits_model):
+    with pytest.raises(ValueError, match="needs a vision transformer"):
+        px.get_method(name)(digits_model)

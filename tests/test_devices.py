@@ -26,6 +26,7 @@ from pathxai.models.encoders import digits_cnn_features
 
 CLASS_METHODS = [n for n in px.list_methods() if 4 in px.get_method(n).input_ndim and px.get_method(n).needs_target
                  and not getattr(px.get_method(n), "needs_transformer", False)]
+TRANSFORMER_METHODS = [n for n in px.list_methods() if getattr(px.get_method(n), "needs_transformer", False)]
 REPRESENTATION_METHODS = [n for n in px.list_methods() if not px.get_method(n).needs_target]
 
 
@@ -48,7 +49,16 @@ def make(name: str, model, **kwargs):
     return px.get_method(name)(model, **params)
 
 
-def model_for(name: str, digits_model, encoder):
+@pytest.fixture(scope="module")
+def vit():
+    from method_params import tiny_vit
+
+    return tiny_vit()
+
+
+def model_for(name: str, digits_model, encoder, vit=None):
+    if getattr(px.get_method(name), "needs_transformer", False):
+        return vit
     return digits_model if px.get_method(name).needs_target else encoder
 
 
@@ -60,10 +70,10 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # devices
 
 
-@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS)
-def test_no_host_tensor_meets_the_models_device(name, digits_model, encoder, digit_batch):
+@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS + TRANSFORMER_METHODS)
+def test_no_host_tensor_meets_the_models_device(name, digits_model, encoder, vit, digit_batch):
     x, _ = digit_batch
-    model = model_for(name, digits_model, encoder)
+    model = model_for(name, digits_model, encoder, vit)
     method = make(name, model, batch_size=2)
     with VirtualDevice(model) as mode:
         e = method.explain(x[:2])
@@ -148,10 +158,10 @@ def test_on_a_real_gpu(name, digits_model, encoder, digit_batch):
 # dtypes
 
 
-@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS)
-def test_a_float64_input_gives_a_float64_result(name, digits_model, encoder, digit_batch):
+@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS + TRANSFORMER_METHODS)
+def test_a_float64_input_gives_a_float64_result(name, digits_model, encoder, vit, digit_batch):
     x, y = digit_batch
-    model = model_for(name, digits_model, encoder)
+    model = model_for(name, digits_model, encoder, vit)
     target = y if px.get_method(name).needs_target else None
     e64 = make(name, model, batch_size=4).explain(x.double(), target)
     assert e64.attribution.dtype == torch.float64 and torch.isfinite(e64.attribution).all()
@@ -161,16 +171,16 @@ def test_a_float64_input_gives_a_float64_result(name, digits_model, encoder, dig
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS)
-def test_a_low_precision_model(name, dtype, digits_model, encoder, digit_batch):
+@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS + TRANSFORMER_METHODS)
+def test_a_low_precision_model(name, dtype, digits_model, encoder, vit, digit_batch):
     x, y = digit_batch
-    model = copy.deepcopy(model_for(name, digits_model, encoder)).to(dtype)
+    model = copy.deepcopy(model_for(name, digits_model, encoder, vit)).to(dtype)
     target = y if px.get_method(name).needs_target else None
     e = make(name, model, batch_size=4).explain(x, target)
     assert e.attribution.dtype == torch.float32            # x's dtype, not the model's
     assert torch.isfinite(e.attribution).all()
     assert e.meta["model_dtype"] == str(dtype).replace("torch.", "") and e.meta["dtype"] == "float32"
-    reference = make(name, model_for(name, digits_model, encoder), batch_size=4).explain(x, target).attribution
+    reference = make(name, model_for(name, digits_model, encoder, vit), batch_size=4).explain(x, target).attribution
     if reference.abs().sum() > 0:    # the same map up to the model's rounding (cosine similarity)
         cos = torch.nn.functional.cosine_similarity(e.attribution.flatten().double(), reference.flatten().double(),
                                                     dim=0)
@@ -199,13 +209,14 @@ class _Wrapped(nn.Module):
 
 
 @pytest.mark.parametrize("kind", ["model_output", "dict", "tuple"])
-@pytest.mark.parametrize("name", CLASS_METHODS)
-def test_structured_model_outputs_are_unwrapped(name, kind, digits_model, digit_batch):
+@pytest.mark.parametrize("name", CLASS_METHODS + TRANSFORMER_METHODS)
+def test_structured_model_outputs_are_unwrapped(name, kind, digits_model, encoder, vit, digit_batch):
     if kind == "model_output":
         pytest.importorskip("transformers")
     x, y = digit_batch
-    plain = make(name, digits_model, batch_size=4, seed=3).explain(x, y).attribution
-    wrapped = make(name, _Wrapped(digits_model, kind), batch_size=4, seed=3).explain(x, y).attribution
+    model = model_for(name, digits_model, encoder, vit)
+    plain = make(name, model, batch_size=4, seed=3).explain(x, y).attribution
+    wrapped = make(name, _Wrapped(model, kind), batch_size=4, seed=3).explain(x, y).attribution
     torch.testing.assert_close(wrapped, plain)
 
 
@@ -232,10 +243,11 @@ class _RunsOutOfMemory(nn.Module):
         return self.net(x)
 
 
-@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS)
-def test_out_of_memory_chunks_are_retried_smaller_with_the_same_result(name, digits_model, encoder, digit_batch):
+@pytest.mark.parametrize("name", CLASS_METHODS + REPRESENTATION_METHODS + TRANSFORMER_METHODS)
+def test_out_of_memory_chunks_are_retried_smaller_with_the_same_result(name, digits_model, encoder, vit,
+                                                                        digit_batch):
     x, y = digit_batch
-    base = model_for(name, digits_model, encoder)
+    base = model_for(name, digits_model, encoder, vit)
     target = y if px.get_method(name).needs_target else None
     reference = make(name, base, batch_size=4, seed=5).explain(x, target).attribution
     flaky = _RunsOutOfMemory(base, limit=4)

@@ -157,8 +157,8 @@ def _write_text(path: Path, text: str) -> Path:
 def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("insertion", "deletion", "pointing"), *,
              n_images: int | None = None, seed: int = 0, batch_size: int | str = "auto", steps: int = 50,
              normalisation: str = "none", image_batch: int = 8,
-             method_params: dict[str, dict[str, Any]] | None = None, progress: bool | None = None
-             ) -> EvaluationResult:
+             method_params: dict[str, dict[str, Any]] | None = None, progress: bool | None = None,
+             model: str | Path | torch.nn.Module | None = None) -> EvaluationResult:
     """Explain ``n_images`` items of ``suite`` with every method and score every explanation with every metric.
 
     Args:
@@ -167,6 +167,9 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
         metrics: names from :data:`METRIC_NAMES`.
         steps: points of the insertion/deletion curves.
         image_batch: images explained per call (bounds the memory of stored attributions).
+        model: the model to explain instead of the suite's own: a name or file for :func:`pathxai.models.load`
+            (e.g. ``"clutter-vit"`` on ``digits-clutter``) or a module taking the suite's images; ``None`` = the
+            suite's model.
     """
     unknown = [m for m in metrics if m not in METRIC_NAMES]
     if unknown:
@@ -183,8 +186,19 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
         raise ValueError(f"normalisation must be one of {', '.join(map(repr, M.NORMALISATIONS))}, got "
                          f"{normalisation!r}")
     classes = {m: get_method(m) for m in methods}
+    if model is not None and not isinstance(model, (str, Path, torch.nn.Module)):
+        raise TypeError(f"model must be a model name, a model file path or an nn.Module, got {type(model).__name__}")
     data = load_suite(suite, n_images=n_images, seed=seed)
-    model = data.model()
+    if model is None:
+        model, model_name = data.model(), data.model_name
+    elif isinstance(model, (str, Path)):
+        from .models import load
+
+        requested = str(model)
+        model = load(requested)
+        model_name = str(getattr(model, "model_name", requested))
+    else:
+        model_name = str(getattr(model, "model_name", type(model).__name__))
     x, labels, _ = data.batch()
     masks = data.masks()
     h, w = x.shape[-2:]
@@ -192,7 +206,7 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
     tolerance = 15.0 * scale
     blur_sigma = max(1.0, 5.0 * scale)
     insertion_baseline = INSERTION_BASELINE.get(data.name, "blur")
-    result = EvaluationResult(data.name, data.model_name, list(methods), list(metrics),
+    result = EvaluationResult(data.name, model_name, list(methods), list(metrics),
                               [it.name for it in data], labels.tolist(), x)
     result.settings = {"steps": steps, "normalisation": normalisation, "pointing_tolerance_px": tolerance,
                        "insertion_baseline": (f"blur sigma={blur_sigma:g}px" if insertion_baseline == "blur"

@@ -1,5 +1,6 @@
 """Explanation methods; importing this package registers every method under its short name."""
 from .ablation_path import AblationPath
+from .attention_rollout import AttentionRollout, GradRollout
 from .blur_ig import BlurIG
 from .gradcam import GradCAM
 from .guided_ig import GuidedIG
@@ -25,4 +26,4 @@ __all__ = ["GradCAM", "GradientXInput", "IntegratedGradients", "Occlusion", "RIS
            "error_bound", "masks_needed", "relax_masks", "u_relax",
            "ClassCovariance", "ConvCovariance", "Covariance", "DenseCovariance", "FunctionalInformation",
            "IsotropicCovariance", "TokenCovariance", "fit_covariance",
-           "EnergyOcclusion", "KernelShap", "L2X", "Lime", "SOInter"]
+           "EnergyOcclusion", "KernelShap", "L2X", "Lime", "SOInter", "AttentionRollout", "GradRollout"]

@@ -26,6 +26,7 @@ _LOADERS: dict[str, Callable[[], torch.nn.Module]] = {
     "digits-clutter-cnn": digits_clutter_cnn,
     "commands-cnn": commands_cnn,
     "sentiment-cnn": sentiment_cnn,
+    "clutter-vit": lambda: __import__("pathxai.models.vit", fromlist=["clutter_vit"]).clutter_vit(),
     **ENCODERS,
 }
 

@@ -1,0 +1,175 @@
+"""Every image method on the digits-clutter suite, on the clutter CNN and on the clutter ViT side by side.
+
+    python benchmarks/cnn_vs_vit.py [--n-images 100] [--methods ig,gradcam,...] [--out benchmarks/results/cnn_vs_vit.md]
+
+Runs :func:`pathxai.evaluate` (insertion from black, deletion to black, softmax scores, ``steps`` points; the pointing
+game with the 15-px-at-224 tolerance scaled to 64 px) once per model, for every registered image method (the
+methods that need a transformer -- the attention rollouts -- only on the ViT), and writes a markdown table: per
+(method, metric, model) the mean over images and its 95 % percentile-bootstrap confidence interval (images
+resampled with replacement; for the pointing game the statistic is the per-class mean accuracy, as in
+``EvaluationResult.summary``), plus the seconds per image, the models' accuracies and the command that made it.
+
+Every method runs at its defaults (``--fast`` uses the contract suite's cheap parameters, for a smoke run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import pathxai as px
+from pathxai.core.files import atomic_write_text
+
+MODELS = ("digits-clutter-cnn", "clutter-vit")
+METRICS = ("insertion", "deletion", "pointing")
+ARROWS = {"insertion": "↑", "deletion": "↓", "pointing": "↑"}
+
+
+def image_methods() -> list[str]:
+    """Registered methods that explain an image classifier's class score."""
+    return [n for n in px.list_methods() if 4 in px.get_method(n).input_ndim and px.get_method(n).needs_target]
+
+
+def needs_transformer(name: str) -> bool:
+    return bool(getattr(px.get_method(name), "needs_transformer", False))
+
+
+def bootstrap_ci(scores: torch.Tensor, labels: torch.Tensor, per_class: bool, n_boot: int, seed: int
+                 ) -> tuple[float, float, float]:
+    """(statistic, 2.5 %, 97.5 % percentile) of the mean of ``scores`` (or of the per-class mean accuracy) over
+    ``n_boot`` resamples of the images."""
+    scores, labels = scores.double(), labels.long()
+    ok = torch.isfinite(scores)
+    scores, labels = scores[ok], labels[ok]
+    if len(scores) == 0:
+        return math.nan, math.nan, math.nan
+
+    def stat(idx: torch.Tensor) -> torch.Tensor:   # idx (B, n) -> (B,)
+        s = scores[idx]
+        if not per_class:
+            return s.mean(1)
+        lab = labels[idx]
+        classes = torch.unique(labels)
+        means = []
+        for c in classes:
+            m = (lab == c).double()
+            means.append(torch.where(m.sum(1) > 0, (s * m).sum(1) / m.sum(1).clamp_min(1), torch.nan))
+        return torch.nanmean(torch.stack(means, 1), dim=1)
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(scores)
+    point = float(stat(torch.arange(n)[None])[0])
+    boots = torch.cat([stat(torch.randint(0, n, (min(250, n_boot - b), n), generator=g))
+                       for b in range(0, n_boot, 250)])
+    lo, hi = torch.quantile(boots, torch.tensor([0.025, 0.975], dtype=boots.dtype)).tolist()
+    return point, lo, hi
+
+
+def fast_params() -> dict[str, dict]:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from method_params import FAST_PARAMS  # noqa: PLC0415 - the contract suite's cheap settings
+
+    return {k: dict(v) for k, v in FAST_PARAMS.items()}
+
+
+def run(models: list[str], methods: list[str], n_images: int, steps: int, batch_size: int | str, n_boot: int,
+        seed: int, method_params: dict[str, dict]) -> tuple[dict, dict, dict]:
+    """Returns (cells {(method, metric, model): (mean, lo, hi)}, seconds {(method, model): s/image},
+    model info {model: {...}})."""
+    cells, seconds, info = {}, {}, {}
+    for model_name in models:
+        model = px.models.load(model_name)
+        info[model_name] = {k: getattr(model, k) for k in ("test_accuracy", "no_digit_accuracy") if hasattr(model, k)}
+        names = [m for m in methods if not needs_transformer(m) or model_name == "clutter-vit"]
+        t0 = time.perf_counter()
+        r = px.evaluate("digits-clutter", names, list(METRICS), n_images=n_images, seed=seed, batch_size=batch_size,
+                        steps=steps, method_params={m: method_params[m] for m in names if m in method_params},
+                        model=model, progress=False)
+        info[model_name]["evaluate_seconds"] = time.perf_counter() - t0
+        labels = torch.tensor(r.labels)
+        for m in names:
+            seconds[(m, model_name)] = r.seconds[m]
+            for metric in METRICS:
+                cells[(m, metric, model_name)] = bootstrap_ci(r.scores[(m, metric)], labels, metric == "pointing",
+                                                              n_boot, seed)
+        print(f"{model_name}: done in {info[model_name]['evaluate_seconds']:.0f} s", file=sys.stderr)
+    return cells, seconds, info
+
+
+def markdown(cells: dict, seconds: dict, info: dict, models: list[str], methods: list[str], args: argparse.Namespace,
+             command: str, method_params: dict[str, dict]) -> str:
+    short = {"digits-clutter-cnn": "CNN", "clutter-vit": "ViT"}
+    lines = [
+        "# Digits-clutter: the clutter CNN vs the clutter ViT",
+        "",
+        f"Made by `{command}` ({time.strftime('%Y-%m-%d %H:%M')}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}).",
+        "",
+        f"{args.n_images} canvases of the digits-clutter suite (seed {args.seed}); the explained class is the label. "
+        f"Insertion from black, deletion to black, softmax score, {args.steps} steps; pointing game with a "
+        "4.3 px tolerance (15 px at 224 px). Cells: mean over images [95 % bootstrap CI, "
+        f"{args.bootstrap} resamples of the images]; pointing: per-class mean hit rate. n/a: the method needs a "
+        "transformer.",
+        "",
+    ]
+    for m in models:
+        acc = info[m]
+        if "test_accuracy" in acc:
+            lines.append(f"- {m}: test accuracy {acc['test_accuracy']:.3f}, without the digit "
+                         f"{acc['no_digit_accuracy']:.3f} (chance 0.1)")
+    if method_params:
+        lines.append(f"- method parameters: `{json.dumps(method_params, sort_keys=True)}`")
+    lines += ["", "| method | " + " | ".join(f"{metric} {ARROWS[metric]} {short.get(m, m)}" for metric in METRICS
+                                             for m in models) + " | " + " | ".join(f"s/image {short.get(m, m)}"
+                                                                                    for m in models) + " |",
+              "|---|" + "---:|" * (len(METRICS) * len(models) + len(models))]
+    for method in methods:
+        row = []
+        for metric in METRICS:
+            for m in models:
+                cell = cells.get((method, metric, m))
+                row.append("n/a" if cell is None else f"{cell[0]:.3f} [{cell[1]:.3f}, {cell[2]:.3f}]")
+        row += [("n/a" if (method, m) not in seconds else f"{seconds[(method, m)]:.2f}") for m in models]
+        lines.append(f"| {method} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n-images", type=int, default=100)
+    parser.add_argument("--methods", default="", help="comma-separated (default: every registered image method)")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--batch-size", default="auto")
+    parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fast", action="store_true", help="the contract suite's cheap method parameters")
+    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "cnn_vs_vit.md"))
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] or image_methods()
+    for m in methods:
+        px.get_method(m)   # unknown names fail before any work
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    batch_size: int | str = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    method_params = {m: p for m, p in fast_params().items() if m in methods} if args.fast else {}
+    command = "python benchmarks/cnn_vs_vit.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
+                                                                                     else sys.argv[1:]))
+    cells, seconds, info = run(models, methods, args.n_images, args.steps, batch_size, args.bootstrap, args.seed,
+                               method_params)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, markdown(cells, seconds, info, models, methods, args, command.strip(), method_params))
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
