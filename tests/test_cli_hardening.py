@@ -221,6 +221,11 @@ def test_every_method_runs_from_explain_or_is_refused_before_any_work(name, digi
             assert loads == ["digits-cnn-features"]
             assert ("explained the representation of digits-cnn-features (the feature extractor of digits-cnn; "
                     "no class)") in result.output
+    elif getattr(cls, "needs_transformer", False):
+        # whether a model is a vision transformer shows once it is loaded: refused then, before any explaining
+        line = _one_line_error(result)
+        assert "needs a vision transformer" in line and result.exit_code == 2
+        assert not out.exists()
     else:
         line = _one_line_error(result)
         assert f"method {cls.name!r} needs" in line and "use it from Python" in line

@@ -660,6 +660,12 @@ def evaluate(
     param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p rise.n_masks=1000."),
     out: Path = typer.Option(Path("pathxai-eval"), "--out", "-o", help="Folder for CSV/JSON tables and plots."),
     progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars."),
+    model: Optional[str] = typer.Option(None, "--model", "-m",
+                                        help="Explain another model on the suite's images (e.g. clutter-vit on "
+                                             "digits-clutter); default: the suite's model."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    trust_model_file: bool = typer.Option(False, "--trust-model-file", help=TRUST_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Score methods on a suite with known ground truth: prints a table, writes CSV/JSON and plots."""
     from . import evaluation
@@ -678,7 +684,8 @@ def evaluate(
     _output_dir(out)
     result = evaluation.evaluate(suite, names, metric_names, n_images=n_images, seed=seed, batch_size=bs,
                                  steps=steps, normalisation=normalisation, method_params=overrides,
-                                 progress=progress)
+                                 progress=progress, model=model, weights=weights, trust=trust_model_file,
+                                 device=device)
     files = result.save(out)
     typer.echo(f"{result.suite} suite, model {result.model}, {len(result.item_names)} images; settings: "
                f"steps={steps}, normalisation={normalisation}, "

@@ -29,6 +29,7 @@ import torch
 
 from . import metrics as M
 from .core import get_method
+from .core.placement import resolve_device
 from .core.validation import check_positive_int, check_seed
 from .core.files import atomic_path
 from .suites import load_suite
@@ -158,7 +159,8 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
              n_images: int | None = None, seed: int = 0, batch_size: int | str = "auto", steps: int = 50,
              normalisation: str = "none", image_batch: int = 8,
              method_params: dict[str, dict[str, Any]] | None = None, progress: bool | None = None,
-             model: str | Path | torch.nn.Module | None = None) -> EvaluationResult:
+             model: str | Path | torch.nn.Module | None = None, weights: str | Path | None = None,
+             trust: bool = False, device: str | torch.device | None = None) -> EvaluationResult:
     """Explain ``n_images`` items of ``suite`` with every method and score every explanation with every metric.
 
     Args:
@@ -170,6 +172,8 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
         model: the model to explain instead of the suite's own: a name or file for :func:`pathxai.models.load`
             (e.g. ``"clutter-vit"`` on ``digits-clutter``) or a module taking the suite's images; ``None`` = the
             suite's model.
+        weights, trust: passed to :func:`pathxai.models.load` with a model name (hub weights; pickled files).
+        device: move the model there first (``"auto"`` = CUDA when available); ``None`` leaves it where it is.
     """
     unknown = [m for m in metrics if m not in METRIC_NAMES]
     if unknown:
@@ -188,6 +192,9 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
     classes = {m: get_method(m) for m in methods}
     if model is not None and not isinstance(model, (str, Path, torch.nn.Module)):
         raise TypeError(f"model must be a model name, a model file path or an nn.Module, got {type(model).__name__}")
+    if weights is not None and not isinstance(model, (str, Path)):
+        raise ValueError("weights= goes with a model name or file (e.g. model='timm:vit_tiny_patch16_224')")
+    where = None if device is None else resolve_device(device)   # a missing GPU fails before the suite is built
     data = load_suite(suite, n_images=n_images, seed=seed)
     if model is None:
         model, model_name = data.model(), data.model_name
@@ -195,10 +202,12 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
         from .models import load
 
         requested = str(model)
-        model = load(requested)
+        model = load(requested, trust=trust, weights=weights)
         model_name = str(getattr(model, "model_name", requested))
     else:
         model_name = str(getattr(model, "model_name", type(model).__name__))
+    if where is not None:
+        model = model.to(where)
     x, labels, _ = data.batch()
     masks = data.masks()
     h, w = x.shape[-2:]

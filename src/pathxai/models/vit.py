@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..core.files import atomic_path
-from ..data.suites import CLUTTER_SIZE, clutter_dataset  # the coordinator moves the generator to data/clutter.py
+from ..data.clutter import CLUTTER_SIZE, clutter_dataset
 from .clutter import evaluate_clutter_cnn
 from .digits import cache_dir
 from .imagenet import ImageClassifier
