@@ -25,3 +25,13 @@ def digit_batch() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="session")
 def efficientnet() -> torch.nn.Module:
     return px.models.load("efficientnet-lite0")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny-model tests: on a busy 2-core machine two OpenMP threads make tiny
+    models ~30x slower than one. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,13 +26,7 @@ BATCH_INDEPENDENT = [name for name in REPRESENTATION_METHODS
                      if not px.get_method(name).stochastic or name in ("relax", "u_relax", "sift_relax")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # on a busy 2-core machine, two OpenMP threads make these tiny models ~30x slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: one thread (conftest.py)
 
 
 @pytest.fixture(scope="module")

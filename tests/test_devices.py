@@ -30,12 +30,7 @@ TRANSFORMER_METHODS = [n for n in px.list_methods() if getattr(px.get_method(n),
 REPRESENTATION_METHODS = [n for n in px.list_methods() if not px.get_method(n).needs_target]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: one thread (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,7 @@ from pathxai.metrics import (monotonicity_correlation, pointing_game_unified, re
 from pathxai.models.encoders import digits_cnn_features
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # on a busy 2-core machine, two OpenMP threads make these tiny models ~30x slower than one
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny models: one thread (conftest.py)
 
 
 class TinyEncoder(nn.Module):
