@@ -102,3 +102,83 @@ def test_memory_growth_is_flat_when_streaming_and_caught_when_not(digits_model, 
     assert unbounded is not None
     assert unbounded.peak_bytes[1] > unbounded.peak_bytes[0] + 64 * 2**20
     assert bench.memory_growth("gradcam", digits_model, x[:1], y[:1]) is None
+
+
+# --- statistics: intervals, paired comparisons, best or tied -----------------------------------------------------
+
+
+def _synthetic_result(n: int = 40) -> px.EvaluationResult:
+    """Three methods on n items without a model: ``twin`` is ``good`` item for item, ``bad`` is clearly worse."""
+    from pathxai.core.seeding import numpy_rng
+
+    rng = numpy_rng(0, "test-evaluation-stats")
+    labels = [i % 3 for i in range(n)]
+    good = torch.tensor(rng.random(n) * 0.3 + 0.6, dtype=torch.float32)
+    bad = good - 0.3 + torch.tensor(rng.normal(0, 0.05, n), dtype=torch.float32)
+    hits = torch.tensor(rng.random(n) < 0.8, dtype=torch.float32)
+    sens = torch.tensor(rng.normal(0.5, 0.1, n), dtype=torch.float32)
+    sens[[1, 5]] = float("nan")                             # undefined on two items
+    r = px.EvaluationResult("synthetic", "none", ["good", "twin", "bad"], ["insertion", "pointing", "sensitivity_n"],
+                            [f"item{i}" for i in range(n)], labels, torch.zeros(n, 1, 4, 4))
+    for m, ins, point in (("good", good, hits), ("twin", good.clone(), hits.clone()), ("bad", bad, 1 - hits)):
+        r.scores[(m, "insertion")] = ins
+        r.scores[(m, "pointing")] = point
+        r.scores[(m, "sensitivity_n")] = sens.clone()
+        r.seconds[m], r.evaluations[m] = 0.01, 1.0
+    from pathxai.metrics.pointing import _class_accuracy   # what pointing_game reports as its accuracy
+
+    r.settings = {"seed": 0, "pointing_accuracy": {m: _class_accuracy(r.scores[(m, "pointing")].bool(),
+                                                                      torch.tensor(labels))[0] for m in r.methods}}
+    return r
+
+
+def test_summary_carries_intervals_and_comparisons(tmp_path):
+    r = _synthetic_result()
+    rows = {(row["method"], row["metric"]): row for row in r.summary()}
+    for row in rows.values():
+        lo, hi = row["ci95"]
+        assert lo <= row["mean"] <= hi and row["ci95_method"] in ("BCa", "percentile", "constant")
+    # pointing: the interval is of the class-balanced accuracy the table reports
+    point = rows[("good", "pointing")]
+    assert point["mean"] == pytest.approx(r.statistics()["pointing"].means["good"].mean)
+    assert rows[("good", "sensitivity_n")]["n"] == 38                   # NaN dropped
+    pairs = r.comparisons()
+    assert len(pairs) == 3 * 3 and all(p["n"] == (38 if p["metric"] == "sensitivity_n" else 40) for p in pairs)
+    twin = next(p for p in pairs if p["metric"] == "insertion" and {p["method_a"], p["method_b"]} == {"good", "twin"})
+    assert twin["p_value"] == 1.0 and not twin["significant"] and twin["mean_difference"] == 0
+    worse = next(p for p in pairs if p["metric"] == "insertion" and p["method_b"] == "bad")
+    assert worse["significant"] and worse["better"] == worse["method_a"] and worse["mean_difference"] > 0.2
+    # identical methods are tied however far ahead of the third they are
+    assert {m: v["best"] for m, v in r.best().items()} == {"insertion": "tied", "pointing": "tied",
+                                                            "sensitivity_n": "tied"}
+    table = r.format_table()
+    assert "**" not in table.split("\n\n")[0]                          # nothing bold: every column is tied
+    assert "insertion: tied (good vs twin" in table and " [" in table and "(n=38)" in table
+    r.save(tmp_path, plots=False)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert {"summary", "comparisons", "best", "statistics"} <= set(saved)
+    assert saved["summary"][0]["ci95"] == pytest.approx(rows[("good", "insertion")]["ci95"])
+    assert saved["best"]["insertion"]["best"] == "tied" and len(saved["comparisons"]) == 9
+    header = (tmp_path / "summary.csv").read_text().splitlines()[0].split(",")
+    assert header[:7] == ["method", "metric", "mean", "std", "n", "seconds_per_image", "evaluations_per_image"]
+    assert header[7:] == ["ci95_low", "ci95_high", "ci95_method"]      # new columns appended
+
+
+def test_table_names_a_significantly_better_method():
+    r = _synthetic_result()
+    r.methods = ["good", "bad"]
+    table = r.format_table()
+    assert r.best()["insertion"]["best"] == "good" and r.best()["pointing"]["best"] == "good"
+    assert "| good | **0." in table and "insertion: **good** (good vs bad" in table
+    assert r.best()["sensitivity_n"]["best"] == "tied"                 # the same scores: no winner
+
+
+def test_evaluate_writes_the_statistics(tmp_path):
+    r = px.evaluate("digits", ["gradient_x_input", "saliency"], ["insertion", "pointing"], n_images=8, steps=6,
+                    batch_size=8)
+    r.save(tmp_path, plots=False)
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert [(c["method_a"], c["method_b"], c["n"]) for c in saved["comparisons"]] == \
+        [("gradient_x_input", "saliency", 8)] * 2
+    assert all(len(row["ci95"]) == 2 for row in saved["summary"])
+    assert "Best: insertion:" in (tmp_path / "table.md").read_text()

@@ -41,7 +41,7 @@ def _check_geometry(suite: px.data.Suite) -> None:
 
 @pytest.fixture(scope="module")
 def photos() -> px.data.Suite:
-    return px.data.load_suite("photos")   # default: 3 photos + 9 composites, top-5 rule
+    return px.data.load_suite("photos")   # default: 3 photos + 57 composites, top-5 rule
 
 
 def test_list_and_bad_name() -> None:
@@ -165,17 +165,19 @@ def test_composite_pastes_the_object() -> None:
 
 
 def test_photos_top1_and_top5_rule(photos: px.data.Suite) -> None:
-    assert len(photos) == 12 and photos.model_name == "efficientnet-lite0"
+    from pathxai.suites import PHOTOS_DEFAULT as n
+
+    assert n >= 60 and len(photos) == n and photos.model_name == "efficientnet-lite0"
     model = photos.model()
     x, labels, boxes = photos.batch()
-    assert x.shape == (12, 3, 224, 224)
+    assert x.shape == (n, 3, 224, 224)
     with torch.no_grad():
         out = model(x)
     # the bundled photos: top-1 is the sensible class
     assert out[:3].argmax(1).tolist() == [285, 967, 657]
     assert [it.label_name for it in photos.items[:3]] == ["Egyptian cat", "espresso", "missile"]
     # every composite kept has its label in the model's top 5; rank and difficult are recorded faithfully
-    ranks = (out > out[torch.arange(12), labels][:, None]).sum(1)
+    ranks = (out > out[torch.arange(n), labels][:, None]).sum(1)
     assert ranks.tolist() == [it.meta["rank"] for it in photos.items]
     assert all(r < 5 for r in ranks.tolist())
     assert [it.difficult for it in photos.items] == [r > 0 for r in ranks.tolist()]

@@ -32,6 +32,7 @@ from .core import get_method
 from .core.placement import resolve_device
 from .core.validation import check_positive_int, check_seed
 from .core.files import atomic_path
+from . import stats as S
 from .suites import load_suite
 
 METRIC_NAMES = ("insertion", "deletion", "pointing", "sensitivity_n")
@@ -61,9 +62,32 @@ class EvaluationResult:
     seconds: dict[str, float] = field(default_factory=dict)
     evaluations: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    # the statistics of the last call, keyed by the scores' identities and versions (bootstraps take seconds)
+    _stats_cache: tuple[Any, dict[str, S.MethodComparison]] | None = field(default=None, init=False, repr=False,
+                                                                            compare=False)
+
+    def statistics(self) -> dict[str, S.MethodComparison]:
+        """``{metric: MethodComparison}``: every method's mean with its 95 % bootstrap CI, every pair of methods
+        compared on the same items (paired Wilcoxon, Holm-corrected per metric) and the best method or "tied"
+        (see :mod:`pathxai.stats`). Seeded with the evaluation's seed; computed once per set of scores."""
+        key = (tuple(self.methods), tuple(self.metrics), tuple(self.labels),
+               tuple((k, id(v), v._version) for k, v in sorted(self.scores.items())))
+        if self._stats_cache is not None and self._stats_cache[0] == key:
+            return self._stats_cache[1]
+        seed = int(self.settings.get("seed", 0))
+        out = {}
+        for metric in self.metrics:
+            groups = torch.as_tensor(self.labels, dtype=torch.long) if metric in CLASS_BALANCED else None
+            out[metric] = S.compare_methods({m: self.scores[(m, metric)] for m in self.methods}, metric=metric,
+                                            higher_is_better=HIGHER_IS_BETTER.get(metric, True), groups=groups,
+                                            seed=seed)
+        self._stats_cache = (key, out)
+        return out
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per (method, metric): mean, std (over items; pointing: the per-class accuracy), n."""
+        """One row per (method, metric): mean, std (over items; pointing: the per-class accuracy), n, and
+        ``ci95`` ([low, high], the 95 % BCa bootstrap interval of the mean over items) with ``ci95_method``."""
+        stats = self.statistics()
         rows = []
         for method in self.methods:
             for metric in self.metrics:
@@ -73,35 +97,63 @@ class EvaluationResult:
                 std = float(ok.std(unbiased=False)) if len(ok) > 1 else 0.0
                 if metric == "pointing":
                     mean = float(self.settings["pointing_accuracy"][method])
+                ci = stats[metric].means[method]
                 rows.append({"method": method, "metric": metric, "mean": mean, "std": std, "n": int(len(ok)),
                              "seconds_per_image": self.seconds[method],
-                             "evaluations_per_image": self.evaluations[method]})
+                             "evaluations_per_image": self.evaluations[method],
+                             "ci95": ci.interval, "ci95_method": ci.method})
         return rows
 
+    def comparisons(self) -> list[dict[str, Any]]:
+        """Every pair of methods on every metric, paired by item: ``metric, method_a, method_b, n,
+        mean_difference`` (a - b), ``ci95``, ``ci95_method``, ``p_value`` (Wilcoxon signed-rank), ``test``,
+        ``p_holm`` (Holm over the pairs of the metric), ``significant`` (p_holm < 0.05) and ``better``."""
+        return [pair for c in self.statistics().values() for pair in c.pairs]
+
+    def best(self) -> dict[str, dict[str, Any]]:
+        """``{metric: {"best", "leader", "runner_up", "p_holm"}}``: ``best`` is the method with the best mean when
+        it is significantly better than the runner-up (Holm-corrected paired test), ``"tied"`` when not, None
+        with a single method."""
+        return {metric: c.verdict() for metric, c in self.statistics().items()}
+
     def format_table(self) -> str:
-        """Markdown table: methods as rows, metrics as columns (mean ± std), best per column in bold."""
+        """Markdown table: methods as rows, metrics as columns (mean [95 % CI]), the best method of a column in
+        bold only when it is significantly better than the runner-up; a note below names the best or "tied"."""
+        stats = self.statistics()
         summary = {(r["method"], r["metric"]): r for r in self.summary()}
-        best = {}
-        for metric in self.metrics:
-            values = [summary[(m, metric)]["mean"] for m in self.methods]
-            finite = [v for v in values if math.isfinite(v)]
-            if finite:
-                best[metric] = max(finite) if HIGHER_IS_BETTER.get(metric, True) else min(finite)
         arrows = {m: ("↑" if HIGHER_IS_BETTER.get(m, True) else "↓") for m in self.metrics}
+        n_items = len(self.item_names)
         lines = ["| method | " + " | ".join(f"{m} {arrows[m]}" for m in self.metrics) + " | s / image |",
                  "|---|" + "---:|" * (len(self.metrics) + 1)]
         for method in self.methods:
             cells = []
             for metric in self.metrics:
                 r = summary[(method, metric)]
-                text = f"{r['mean']:.3f}" if metric == "pointing" else f"{r['mean']:.3f} ± {r['std']:.3f}"
-                cells.append(f"**{text}**" if best.get(metric) == r["mean"] else text)
+                lo, hi = r["ci95"]
+                text = f"{r['mean']:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else "")
+                if r["n"] < n_items:   # missing scores were dropped: say how many items remain
+                    text += f" (n={r['n']})"
+                cells.append(f"**{text}**" if stats[metric].best == method else text)
             lines.append(f"| {method} | " + " | ".join(cells) + f" | {self.seconds[method]:.2f} |")
+        lines += ["", "Cells: mean [95 % BCa bootstrap CI over items]. Best: the best mean when a paired Wilcoxon "
+                  "test over the same items finds it better than the runner-up (Holm-corrected over the pairs of "
+                  f"methods, p < {S.ALPHA}); otherwise tied."]
+        verdicts = []
+        for metric, c in stats.items():
+            if c.leader is None:
+                continue
+            p = c.verdict()["p_holm"]
+            p_text = "n/a" if p is None or not math.isfinite(p) else f"{p:.2g}"
+            what = f"**{c.best}**" if c.best != "tied" else "tied"
+            verdicts.append(f"{metric}: {what} ({c.leader} vs {c.runner_up}, p_holm = {p_text})")
+        if verdicts:
+            lines.append("Best: " + "; ".join(verdicts) + ".")
         return "\n".join(lines)
 
     def save(self, out: str | Path, plots: bool = True) -> list[Path]:
-        """Write ``items.csv`` (per item), ``summary.csv``, ``summary.json``, ``table.md`` and, with ``plots``,
-        ``curves.png`` and ``heatmaps.png`` into ``out``. Every file is written atomically."""
+        """Write ``items.csv`` (per item), ``summary.csv`` (with ``ci95_low`` / ``ci95_high``), ``summary.json``
+        (``summary`` rows with ``ci95``; ``comparisons``, ``best`` and the ``statistics`` conventions), ``table.md``
+        and, with ``plots``, ``curves.png`` and ``heatmaps.png`` into ``out``. Every file is written atomically."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         written = []
@@ -110,10 +162,15 @@ class EvaluationResult:
                 for method in self.methods for i, (name, label) in enumerate(zip(self.item_names, self.labels))]
         written.append(_write_csv(out / "items.csv", header, rows))
         summary = self.summary()
-        written.append(_write_csv(out / "summary.csv", list(summary[0]), [list(r.values()) for r in summary]))
+        # CSV: the interval as two columns (appended: the old columns keep their places)
+        flat = [{**{k: v for k, v in r.items() if k not in ("ci95", "ci95_method")}, "ci95_low": r["ci95"][0],
+                 "ci95_high": r["ci95"][1], "ci95_method": r["ci95_method"]} for r in summary]
+        written.append(_write_csv(out / "summary.csv", list(flat[0]), [list(r.values()) for r in flat]))
         written.append(_write_text(out / "summary.json", json.dumps(
-            {"suite": self.suite, "model": self.model, "settings": _jsonable(self.settings), "summary": summary},
-            indent=1)))
+            {"suite": self.suite, "model": self.model, "settings": _jsonable(self.settings),
+             "summary": [{**r, "ci95": _json_finite(r["ci95"])} for r in summary],
+             "statistics": S.STATISTICS_NOTE, "comparisons": _json_finite(self.comparisons()),
+             "best": _json_finite(self.best())}, indent=1)))
         written.append(_write_text(out / "table.md", self.format_table() + "\n"))
         if plots:
             from .viz.curves import save_curves, save_heatmap_grid
@@ -133,6 +190,22 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
         return value.tolist()
+    return value
+
+
+# metrics whose table mean is class-balanced (TorchRay's pointing accuracy: the mean of the per-class hit rates); their
+# intervals and comparisons use the same statistic, resampling items with their labels
+CLASS_BALANCED = frozenset({"pointing"})
+
+
+def _json_finite(value: Any) -> Any:
+    """NaN/Inf -> None in the new statistics records (strict JSON readers reject NaN)."""
+    if isinstance(value, dict):
+        return {k: _json_finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

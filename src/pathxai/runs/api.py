@@ -88,17 +88,24 @@ class RunTable:
                 self._reader = None
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per (method, metric): mean, std (population) and n over finished items; plus time per item."""
+        """One row per (method, metric): mean, std (population) and n over finished items; plus time per item;
+        ``ci95`` ([low, high]: the 95 % BCa bootstrap interval of the mean over items, seeded with the run's seed,
+        see :mod:`pathxai.stats`) and ``ci95_method``."""
+        from .. import stats
+
         out = []
+        seed = int(self.config.get("seed", 0) or 0)
         for method in self.config["methods"]:
             done = [r for r in self.rows if r["method"] == method and r["status"] == "done"]
             secs = [r["seconds"] for r in done if r["seconds"] is not None]   # None: adopted, timing unknown
             for metric in self.config["metrics"]:
                 vals = np.array([r[metric] for r in done if r.get(metric) is not None], dtype=float)
+                ci = stats.mean_ci(vals, seed=seed, stream=f"ci:{metric}:{method}")
                 out.append({"method": method, "metric": metric, "n": int(len(vals)),
                             "mean": float(vals.mean()) if len(vals) else math.nan,
                             "std": float(vals.std()) if len(vals) else math.nan,
-                            "seconds_per_item": float(np.mean(secs)) if secs else math.nan})
+                            "seconds_per_item": float(np.mean(secs)) if secs else math.nan,
+                            "ci95": ci.interval, "ci95_method": ci.method})
         return out
 
     def to_pandas(self) -> Any:
@@ -300,7 +307,8 @@ def _write_summary(out: Path, table: RunTable, *, engine: str, workers: int, wal
                "index_rebuilt": None if rebuilt is None else {"corrupt_index_kept_as": rebuilt[0],
                                                               "reason": rebuilt[1]},
                "notes": sorted({f"{r['item']}: {r['note']}" for r in table if r.get("note")}),
-               "table": [{k: finite_or_none(v) if isinstance(v, float) else v for k, v in row.items()}
+               "table": [{k: finite_or_none(v) if isinstance(v, float)
+                          else [finite_or_none(u) for u in v] if isinstance(v, list) else v for k, v in row.items()}
                          for row in table.summary()]}
     _atomic_write(out / "summary.json", json.dumps(summary, indent=1).encode())
 
@@ -312,8 +320,10 @@ def format_summary(table: RunTable) -> str:
              f"{sum(r['status'] == 'done' for r in table)} done, {len(table.failed)} failed"
              + (f" ({corrupt} stored results did not verify)" if corrupt else "")]
     for row in table.summary():
+        lo, hi = row["ci95"]
         lines.append(f"  {row['method']:<16} {row['metric']:<10} {row['mean']:.4f} ± {row['std']:.4f} "
-                     f"(n={row['n']}, {row['seconds_per_item']:.3f} s/item)")
+                     + (f"[95% CI {lo:.4f}, {hi:.4f}] " if math.isfinite(lo) else "")
+                     + f"(n={row['n']}, {row['seconds_per_item']:.3f} s/item)")
     if table.failed:
         lines.append("failed:")
         seen = set()
