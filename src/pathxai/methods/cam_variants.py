@@ -24,8 +24,8 @@ zeros: x * H_k as in the paper). The weight of map k is the channel-wise increas
 Definition 2) with f the softmax probability of the target class: alpha_k = p(X_b + (x - X_b) * H_k) - p(X_b); the
 map is relu(sum_k alpha_k A_k) at the layer's resolution. Maps whose range is below 1e-5 of their magnitude (e.g.
 channels that a ReLU switched off everywhere) get weight 0 without a model call: normalising them would magnify
-float rounding (the authors' code skips exactly-constant maps). The paper's Algorithm 1 also writes a softmax over
-channels of the logit increases; we follow its definition and its released code (class probabilities). The N x C
+float rounding (the authors' code skips exactly-constant maps). Common re-implementations weight by p(x * H_k)
+alone; subtracting p(X_b), as the definition does, changes the map by -p(X_b) sum_k A_k before the ReLU. The N x C
 masked passes go through the shared evaluator (:func:`pathxai.core.item_outputs`: chunked, counted, out-of-memory
 back-off), item (sample, map) by item, so the result does not depend on ``batch_size`` beyond float rounding.
 """
