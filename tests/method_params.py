@@ -24,6 +24,12 @@ FAST_PARAMS: dict[str, dict] = {
     "fi": {"n_samples": 4},
     "lime": {"n_samples": 16},
     "kernel_shap": {"n_samples": 16},
+    "gradient_shap": {"n_samples": 4},
+    # not a cheaper setting: lets the tiny-ViT part of the contract run them on Captum's gradient fallback (GELU,
+    # LayerNorm, attention have no rule); identical results on the digits CNN, whose nonlinearities all have rules.
+    # The default (strict) refusal is tested in tests/test_baselines_captum.py
+    "deeplift": {"strict": False},
+    "guided_backprop": {"strict": False},
 }
 
 NAN = float("nan")
@@ -103,6 +109,15 @@ BAD_PARAMS: dict[str, list[tuple[str, object]]] = {
     # the rollouts take no parameters of their own: the common ones (seed, batch_size) are checked
     "attention_rollout": [],
     "grad_rollout": [],
+    "deeplift": [("baseline", NAN), ("baseline", INF), ("baseline", "nope"), ("baseline", True), ("blur_sigma", 0.0),
+                 ("blur_sigma", NAN), ("strict", "yes"), ("return_delta", "yes")],
+    "guided_backprop": [("strict", "yes"), ("strict", None)],
+    "gradient_shap": [("n_samples", 0), ("n_samples", 2.5), ("n_samples", 10**9), ("stdevs", -0.1), ("stdevs", NAN),
+                      ("stdevs", INF), ("baselines", []), ("baselines", "nope"), ("baselines", NAN),
+                      ("baselines", ["zero", INF]), ("baselines", 7j), ("blur_sigma", 0.0)] + _SCORE,
+    "gradcam++": [("layer", "no_such_layer"), ("layer", 3), ("relu", "no")],
+    "scorecam": [("layer", "no_such_layer"), ("layer", 3), ("relu", "no"), ("baseline", NAN), ("baseline", "nope"),
+                 ("blur_sigma", 0.0), ("score", "prob"), ("score", "log_softmax")],
 }
 
 # structured-task sizes of the untrained stand-ins below

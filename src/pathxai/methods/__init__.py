@@ -19,6 +19,8 @@ from .energy_occlusion import EnergyOcclusion
 from .l2x import L2X
 from .sointer import SOInter
 from .sift_ablation import SiftAblationPath, SiftRELAX, SiftRISE
+from .captum_gradients import DeepLift, GradientShap, GuidedBackprop
+from .cam_variants import GradCAMPlusPlus, ScoreCAM
 
 __all__ = ["GradCAM", "GradientXInput", "IntegratedGradients", "Occlusion", "RISE", "Saliency", "SmoothGrad",
            "SmoothGradSquared", "VarGrad", "quadrature", "rise_masks",
@@ -26,4 +28,5 @@ __all__ = ["GradCAM", "GradientXInput", "IntegratedGradients", "Occlusion", "RIS
            "error_bound", "masks_needed", "relax_masks", "u_relax",
            "ClassCovariance", "ConvCovariance", "Covariance", "DenseCovariance", "FunctionalInformation",
            "IsotropicCovariance", "TokenCovariance", "fit_covariance",
-           "EnergyOcclusion", "KernelShap", "L2X", "Lime", "SOInter", "AttentionRollout", "GradRollout"]
+           "EnergyOcclusion", "KernelShap", "L2X", "Lime", "SOInter", "AttentionRollout", "GradRollout",
+           "DeepLift", "GradientShap", "GuidedBackprop", "GradCAMPlusPlus", "ScoreCAM"]

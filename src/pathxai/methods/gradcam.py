@@ -308,30 +308,27 @@ class GradCAM(Method):
             # the evaluator's call: the model's device and dtype, a ModelOutput/dict/tuple unwrapped, float32 out
             out = check_model_output(self.evaluator.call_model(inp), inp.shape[0])
             check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, first_item=first_item,
-                         context=" (in the gradcam evaluations)")
+                         context=f" (in the {self.name} evaluations)")
             if torch.is_grad_enabled() and not out.requires_grad:
                 raise GradientUnavailableError(
-                    "cannot compute gradients (in the gradcam evaluations): the model output does not require grad: "
+                    f"cannot compute gradients (in the {self.name} evaluations): the model output does not require "
+                    "grad: "
                     "the model detaches it, converts through NumPy, or runs under torch.no_grad()/inference_mode "
                     f"internally, so it does not depend differentiably on the layer's activations; {PERTURBATION_HINT}")
             return out if fn is None else fn(out)
         return forward
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
-        check_gradients_possible("gradcam")
+        check_gradients_possible(self.name)
         kind = self.layout(x)
         parts: list[torch.Tensor] = []
         grids: set[tuple[int, int]] = set()
         prefixes: set[int] = set()
 
         def cam_of(start: int, stop: int) -> tuple[torch.Tensor, int]:
-            chunk = x[start:stop]
-            if kind == "nchw":
-                attr, prefix = self._captum(chunk, target, start, stop), 0
-            else:
-                attr, prefix = self._token_cam(chunk, target.subset(slice(start, stop)), kind, start)
-            check_finite(attr, "Grad-CAM map (gradient-weighted activations)", cause=GRADIENT_CAUSE, first_item=start,
-                         context=" (in the gradcam evaluations)")
+            attr, prefix = self._chunk_cam(x[start:stop], target, kind, start, stop)
+            check_finite(attr, self.map_description, cause=GRADIENT_CAUSE, first_item=start,
+                         context=f" (in the {self.name} evaluations)")
             return attr.detach(), prefix
 
         # map_chunks retries a chunk that runs out of memory in halves (Captum runs the model itself)
@@ -347,6 +344,18 @@ class GradCAM(Method):
             extras["prefix_tokens"] = prefixes.pop() if len(prefixes) == 1 else sorted(prefixes)
         return torch.cat(parts), extras
 
+    # how messages name the method and the map a chunk's finite check is about
+    display_name = "Grad-CAM"
+    map_description = "Grad-CAM map (gradient-weighted activations)"
+
+    def _chunk_cam(self, chunk: torch.Tensor, target: Target, kind: str, start: int,
+                   stop: int) -> tuple[torch.Tensor, int]:
+        """The map of one chunk ``x[start:stop]``: ((n, 1, h, w), prefix tokens dropped). Subclasses (Grad-CAM++)
+        override it to weight the same activations and gradients differently."""
+        if kind == "nchw":
+            return self._captum(chunk, target, start, stop), 0
+        return self._token_cam(chunk, target.subset(slice(start, stop)), kind, start)
+
     def _captum(self, chunk: torch.Tensor, target: Target, start: int, stop: int) -> torch.Tensor:
         if target.fn is not None:  # Captum takes class targets only: fold the callable into the forward
             cam = LayerGradCam(self._forward(start, target.fn), self.layer)
@@ -356,47 +365,65 @@ class GradCAM(Method):
 
     def _token_cam(self, chunk: torch.Tensor, target: Target, kind: str, start: int = 0) -> tuple[torch.Tensor, int]:
         """Grad-CAM of one chunk at a token / channels-last layer: ((n, 1, h, w), prefix tokens dropped)."""
+        acts, grad, prefix = self.layer_maps(chunk, target, kind, start)
+        weights = grad.mean(dim=(2, 3), keepdim=True)   # w_c: gradient averaged over the grid cells / patch tokens
+        cam = (weights * acts).sum(dim=1, keepdim=True)
+        return (torch.relu(cam) if self.relu else cam), prefix
+
+    def layer_maps(self, chunk: torch.Tensor, target: Target | None, kind: str, start: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """The layer's activations for one chunk (n, ...) as maps (n, C, h, w), and the gradient of the target score
+        w.r.t. them (same shape; ``None`` when ``target`` is ``None``: a forward pass without gradients).
+
+        Token layers are reshaped to their patch grid (prefix tokens dropped), channels-last maps permuted, a user
+        ``reshape`` applied; ``kind`` is :meth:`layout`'s. Returns ``(acts, grads, prefix tokens dropped)``;
+        evaluations are not counted here.
+        """
         captured: list[torch.Tensor] = []
         probe = TokenGridProbe(self.model, _parent(self.model, self.layer_name))
+        with_grad = target is not None
 
         def hook(_m: nn.Module, _i: Any, out: Any) -> Any:
             if captured:
-                raise ValueError(f"layer {self.layer_name!r} runs more than once per forward pass; Grad-CAM needs "
-                                 "a layer that runs once (pass another layer=)")
+                raise ValueError(f"layer {self.layer_name!r} runs more than once per forward pass; "
+                                 f"{self.display_name} needs a layer that runs once (pass another layer=)")
             probe.freeze()
             first = out[0] if isinstance(out, (tuple, list)) else out
             # a leaf from here on: we need d score / d activation only, not the backward pass below the layer
-            leaf = first.detach().requires_grad_(True)
+            leaf = first.detach().requires_grad_(with_grad)
             captured.append(leaf)
             return (leaf, *out[1:]) if isinstance(out, tuple) else leaf
 
         n = chunk.shape[0]
+        grad = None
         handle = self.layer.register_forward_hook(hook)
         try:
-            with probe, torch.enable_grad():
+            with probe, torch.set_grad_enabled(with_grad):
                 out = self._forward(start)(chunk)
-                scores = target.score(out)
                 if not captured:
                     raise ValueError(f"layer {self.layer_name!r} did not run in the forward pass")
-                (grad,) = torch.autograd.grad(scores.sum(), captured[0], allow_unused=True)
+                if with_grad:
+                    scores = target.score(out)  # type: ignore[union-attr]
+                    (grad,) = torch.autograd.grad(scores.sum(), captured[0], allow_unused=True)
+                    if grad is None:
+                        raise ValueError(f"the target score does not depend on layer {self.layer_name!r}; "
+                                         "pass another layer=")
         finally:
             handle.remove()
         acts = captured[0].detach()
-        if grad is None:
-            raise ValueError(f"the target score does not depend on layer {self.layer_name!r}; pass another layer=")
         prefix = 0
         if kind == "reshape":
-            acts, grad = self._user_reshape(acts, n), self._user_reshape(grad, n)
+            acts = self._user_reshape(acts, n)
+            grad = None if grad is None else self._user_reshape(grad, n)
         elif kind == "nhwc":
-            acts, grad = acts.permute(0, 3, 1, 2), grad.permute(0, 3, 1, 2)
-        else:
+            acts = acts.permute(0, 3, 1, 2)
+            grad = None if grad is None else grad.permute(0, 3, 1, 2)
+        elif kind == "tokens":
             prefix, (h, w) = token_grid(acts.shape[1], probe.conv_grids, probe.block_dims,
                                         where=f"layer {self.layer_name!r}")
             acts = acts[:, prefix:].transpose(1, 2).reshape(n, acts.shape[2], h, w)
-            grad = grad[:, prefix:].transpose(1, 2).reshape(n, grad.shape[2], h, w)
-        weights = grad.mean(dim=(2, 3), keepdim=True)   # w_c: gradient averaged over the grid cells / patch tokens
-        cam = (weights * acts).sum(dim=1, keepdim=True)
-        return (torch.relu(cam) if self.relu else cam), prefix
+            grad = None if grad is None else grad[:, prefix:].transpose(1, 2).reshape(n, grad.shape[2], h, w)
+        return acts, grad, prefix
 
     def _user_reshape(self, t: torch.Tensor, n: int) -> torch.Tensor:
         out = self.reshape(t)  # type: ignore[misc]
