@@ -485,3 +485,19 @@ def test_registry_has_the_added_metrics():
         assert info[name].score_direction == direction and M.get_metric(name).info.name == name
     assert info["road"].needs_model and not info["sparseness"].needs_model and not info["relevance_mass"].needs_model
     assert np.isclose(sum(w for _, _, w in ROAD_NEIGHBOURS), 1.0)
+
+
+def test_model_based_metrics_take_float64_inputs_and_low_precision_models(digits_model, digit_batch):
+    # the class probe of metric_target went around the evaluator (model(x) directly) and failed on both
+    import copy
+
+    x, y = digit_batch
+    sal = torch.rand(3, 28, 28, generator=torch.Generator().manual_seed(0))
+    half = copy.deepcopy(digits_model).to(torch.bfloat16)
+    for model, inputs in ((digits_model, x.double()), (half, x)):
+        assert M.road(model, inputs, sal, y, percentages=[30, 60]).score.dtype == inputs.dtype
+        assert torch.isfinite(M.irof(model, inputs, sal, y, n_segments=20).score).all()
+        for fn in (M.relative_input_stability, M.relative_output_stability, M.relative_representation_stability):
+            r = fn(model, inputs, "saliency", y, n_perturb_samples=2)
+            assert r.score.dtype == inputs.dtype and r.curve.shape == (3, 2)
+    assert M.deletion(digits_model, x.double(), sal, y, steps=2).score.dtype == torch.float64

@@ -136,7 +136,9 @@ def test_relative_stability_equals_quantus(name, digits_model):
     q = np.asarray(reference(nr_samples=k, perturb_func=quantus_perturb, disable_warnings=True, **extra_q)(
         model=digits_model, x_batch=x.numpy(), y_batch=pred.numpy(), a_batch=None, explain_func=explain_func,
         device="cpu"))
-    ours = M.get_metric(f"relative_{name}_stability")(digits_model, x, method, n_perturb_samples=k,
+    # one chunk, as Quantus runs the batch: RRS divides by activations near 0, which magnifies float32 rounding
+    # differences between chunkings (~1e-3 relative), so both must run the model on the same batches
+    ours = M.get_metric(f"relative_{name}_stability")(digits_model, x, method, n_perturb_samples=k, batch_size=8,
                                                       perturb_fn=lambda xx, i: perturbed[i].to(xx), **extra_o)
     assert (ours.n_valid == k).all()
     assert np.allclose(ours.score.double().numpy(), q, rtol=1e-4, atol=0)
