@@ -113,6 +113,13 @@ def test_metrics_run_where_the_model_is(digits_model, digit_batch):
         M.negative_perturbation(digits_model, x, sal, batch_size=4)
         M.infidelity(digits_model, x, attr, y, n_perturb_samples=3, batch_size=4)
         M.sensitivity_max(digits_model, x, "saliency", y, n_perturb_samples=2, batch_size=4)
+        M.road(digits_model, x, sal, y, percentages=[20, 60], batch_size=4)
+        M.irof(digits_model, x, sal, y, n_segments=10, batch_size=4)
+        M.relative_input_stability(digits_model, x, "saliency", y, n_perturb_samples=2, batch_size=4)
+        M.relative_output_stability(digits_model, x, "saliency", y, n_perturb_samples=2, batch_size=4)
+        M.relative_representation_stability(digits_model, x, "saliency", y, n_perturb_samples=2, batch_size=4)
+        M.relative_representation_stability(digits_model, x, "saliency", y, layer="net.features.6",
+                                            n_perturb_samples=2, batch_size=4)
     assert not mode.violations, "\n" + format_violations(mode.violations)
 
 

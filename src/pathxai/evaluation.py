@@ -38,6 +38,12 @@ from .suites import load_suite
 METRIC_NAMES = ("insertion", "deletion", "pointing", "sensitivity_n")
 INSERTION_BASELINE = {"photos": "blur", "digits": "zero", "digits-clutter": "zero"}
 HIGHER_IS_BETTER = {"insertion": True, "deletion": False, "pointing": True, "sensitivity_n": True}
+# Metrics of Quantus' catalogue (ROAD, IROF, complexity, relative stability, CLEVR-XAI localisation), scored by
+# _score_added_metric; their directions come from each metric's MetricInfo.
+ADDED_METRIC_NAMES = ("road", "irof", "sparseness", "complexity", "relevance_mass", "relevance_rank",
+                      "relative_input_stability", "relative_output_stability", "relative_representation_stability")
+METRIC_NAMES = METRIC_NAMES + ADDED_METRIC_NAMES
+HIGHER_IS_BETTER.update({m: M.get_metric(m).info.higher_is_better for m in ADDED_METRIC_NAMES})
 
 
 @dataclass
@@ -329,4 +335,41 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
                 r = M.sensitivity_n(model, x, attribution, labels, seed=seed, batch_size=batch_size,
                                     progress=progress)
                 result.scores[(name, metric)] = r.score.float()
+            elif metric in ADDED_METRIC_NAMES:
+                result.scores[(name, metric)] = _score_added_metric(
+                    metric, model, x, saliency, labels, masks, method=name,
+                    method_params=(method_params or {}).get(name, {}), seed=seed, batch_size=batch_size,
+                    progress=progress, settings=result.settings)
     return result
+
+
+def _score_added_metric(metric: str, model: Any, x: torch.Tensor, saliency: torch.Tensor, labels: torch.Tensor,
+                        masks: torch.Tensor, *, method: str, method_params: dict[str, Any], seed: int,
+                        batch_size: int | str, progress: bool | None, settings: dict[str, Any]) -> torch.Tensor:
+    """(n,) scores of one of :data:`ADDED_METRIC_NAMES` for one method's saliency maps (n, H, W).
+
+    Conventions: ``road`` is LeRF - MoRF accuracy against the suite's labels (10..90 %, noise 0.01); ``irof`` the
+    area over the softmax curve with SLIC superpixels and per-image mean replacement; ``sparseness`` / ``complexity``
+    score the saliency maps (one value per pixel, comparable across methods whatever their attribution's shape);
+    ``relevance_mass`` / ``relevance_rank`` the saliency against the suite's object masks; the relative stabilities
+    re-run the method on 10 seeded perturbations (uniform, radius 0.02) that keep the predicted class, explaining
+    the label; the representation is the input of the model's last linear layer.
+    """
+    notes = settings.setdefault("added_metrics", {})
+    if metric == "road":
+        notes[metric] = "LeRF - MoRF accuracy, percentages 10..90, noisy linear imputation (noise 0.01)"
+        r = M.road(model, x, saliency, labels, seed=seed, batch_size=batch_size, progress=progress)
+    elif metric == "irof":
+        notes[metric] = "area over the softmax curve, SLIC (100 segments), per-image mean baseline"
+        r = M.irof(model, x, saliency, labels, batch_size=batch_size, progress=progress)
+    elif metric in ("sparseness", "complexity"):
+        notes[metric] = "Quantus' definition on the (n, H, W) saliency maps"
+        r = M.get_metric(metric)(saliency)
+    elif metric in ("relevance_mass", "relevance_rank"):
+        notes[metric] = "saliency map against the suite's object masks (signed map, as Quantus)"
+        r = M.get_metric(metric)(saliency, masks)
+    else:
+        notes[metric] = "10 perturbations, uniform radius 0.02, class-preserving; explains the label"
+        r = M.get_metric(metric)(model, x, method, labels, seed=seed, batch_size=batch_size, progress=progress,
+                                 **method_params)
+    return r.score.float()

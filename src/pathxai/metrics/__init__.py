@@ -18,6 +18,13 @@ evaluations go through the shared batched evaluator, so ``batch_size`` bounds me
 - :func:`pointing_game_unified`, :func:`top_k_intersection`, :func:`relevance_rank_accuracy`,
   :func:`monotonicity_correlation`: the scores of the RELAX paper (see :mod:`pathxai.metrics.localisation`).
 - :func:`infidelity`, :func:`sensitivity_max`: Captum's, driven by pathxai methods and targets.
+- :func:`road`: ROAD (Rong et al. 2022), MoRF/LeRF curves with noisy linear imputation
+  (:func:`noisy_linear_imputation`); :func:`irof`: IROF (Rieger & Hansen 2020), SLIC superpixels, area over the curve.
+- :func:`sparseness` (Gini, Chalasani et al. 2020), :func:`complexity` (entropy, Bhatt et al. 2020), as Quantus.
+- :func:`relative_input_stability`, :func:`relative_representation_stability`, :func:`relative_output_stability`:
+  Agarwal et al. 2022, driven by pathxai methods over class-preserving perturbations.
+- :func:`relevance_mass`, :func:`relevance_rank`: CLEVR-XAI (Arras et al. 2022) against ground-truth masks.
+- :func:`metric_agreement`: Kendall / Spearman agreement of the method rankings that pairs of metrics induce.
 """
 from ._common import MetricInfo, MetricResult, describe_metrics, get_metric, list_metrics
 from .captum_adapter import CaptumMetricResult, infidelity, sensitivity_max
@@ -28,6 +35,13 @@ from .negative_perturbation import NegativePerturbationResult, negative_perturba
 from .perturbation import NORMALISATIONS, PerturbationCurve, deletion, insertion, pixel_ranks, trapezoid_auc
 from .pointing import PointingGameResult, boxes_to_mask, pointing_game
 from .sensitivity import SensitivityNResult, default_ns, sensitivity_n
+from .agreement import MetricAgreement, metric_agreement, metric_direction
+from .complexity import ComplexityResult, complexity, sparseness
+from .ground_truth import GroundTruthResult, pool_channels, relevance_mass, relevance_rank
+from .irof import IrofResult, irof, slic_segments
+from .road import RoadResult, noisy_linear_imputation, road
+from .stability import (StabilityResult, relative_input_stability, relative_output_stability,
+                        relative_representation_stability)
 from .structured import (StructuredMetricResult, median_rank, posthoc_accuracy, posthoc_f1, relative_accuracy,
                          top_k_mask)
 
@@ -39,4 +53,8 @@ __all__ = [
     "LocalisationResult", "MonotonicityResult", "monotonicity_correlation", "pointing_game_unified",
     "relevance_rank_accuracy", "spearman", "top_k_intersection",
     "NegativePerturbationResult", "negative_perturbation",
+    "MetricAgreement", "metric_agreement", "metric_direction", "ComplexityResult", "complexity", "sparseness",
+    "GroundTruthResult", "pool_channels", "relevance_mass", "relevance_rank", "IrofResult", "irof", "slic_segments",
+    "RoadResult", "noisy_linear_imputation", "road", "StabilityResult", "relative_input_stability",
+    "relative_output_stability", "relative_representation_stability",
 ]

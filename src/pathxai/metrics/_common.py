@@ -126,7 +126,8 @@ def metric_target(evaluator: BatchedEvaluator, x: torch.Tensor, target: TargetLi
     if callable(target) and not isinstance(target, torch.Tensor):
         return resolve_target(target, x.shape[0])
     with torch.inference_mode():
-        out = check_model_output(evaluator.model(x[:1]), 1)
+        # through call_model: the probe meets the model on its device and dtype, its output unwrapped
+        out = check_model_output(evaluator.call_model(x[:1]), 1)
     check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, context=" (probing the number of classes)")
     evaluator.n_probe += 1
     if out.ndim != 2:
