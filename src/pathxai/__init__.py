@@ -10,6 +10,7 @@ from . import evaluation
 from .evaluation import EvaluationResult, evaluate
 from . import metrics
 from . import runs
+from . import sanity
 from .runs import load_run, run
 from .core import (Explanation, Method, Target, describe_methods, explain, get_method, list_methods,
                    register_method)
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 
 __all__ = ["EvaluationResult", "Explanation", "Method", "Target", "core", "data", "describe_methods", "evaluate",
            "evaluation", "explain", "get_method",
-           "list_methods", "load_run", "methods", "metrics", "models", "register_method", "run", "runs",
+           "list_methods", "load_run", "methods", "metrics", "models", "register_method", "run", "runs", "sanity",
            "__version__"]

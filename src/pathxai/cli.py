@@ -844,6 +844,144 @@ def report_cmd(
     typer.echo(f"wrote {path}")
 
 
+# images `pathxai sanity` explains when none are given: the suite bundled with the model
+SANITY_SUITES = {"digits-cnn": "digits", "efficientnet-lite0": "photos", "digits-clutter-cnn": "digits-clutter",
+                 "clutter-vit": "digits-clutter"}
+
+
+def _sanity_inputs(images: list[Path], suite: Optional[str], model: str, net: Any, n_images: int, seed: int
+                   ) -> tuple["torch.Tensor", "torch.Tensor | None", list[str], str]:
+    """(x (n, C, H, W), target (n,) or None = predicted, item names, where the images came from)."""
+    import torch
+
+    from .data import ImageReadError, list_suites, read_image, scan_images
+
+    if images:
+        if suite is not None:
+            raise ValueError("give image files or --suite, not both")
+        shape = _input_shape(net, model, 224)
+        scan = scan_images(list(images))
+        for path, reason in scan.skipped:
+            typer.echo(f"skipped {path}: {reason}", err=True)
+        xs, names = [], []
+        for f, name in zip(scan.files[:n_images], _output_names(scan.files[:n_images])):
+            try:
+                data = read_image(f, channels=shape[0], reduce_to=shape[1:])
+            except (ImageReadError, FileNotFoundError) as err:
+                typer.echo(f"skipped {f}: {err}", err=True)
+                continue
+            xs.append(_to_input(data.array, net, shape))
+            names.append(name)
+        if not xs:
+            raise ValueError(f"no readable image files in {', '.join(str(p) for p in images)}")
+        return torch.cat(xs), None, names, f"{len(xs)} image file(s); explained class: the model's prediction"
+    key = model.strip().lower().replace("_", "-")
+    name = suite if suite is not None else SANITY_SUITES.get(key)
+    if name is None:
+        raise ValueError(f"--model {model} has no bundled images; give image files or --suite "
+                         f"({', '.join(list_suites())})")
+    if name.replace("_", "-") not in list_suites():
+        raise ValueError(f"--suite: unknown suite {name!r}; available: {', '.join(list_suites())}")
+    from .suites import load_suite
+
+    data = load_suite(name, n_images=n_images, seed=seed)
+    x, labels, _ = data.batch()
+    own = data.model_name == key or SANITY_SUITES.get(key) == data.name
+    what = (f"{len(data)} image(s) of the {data.name} suite; explained class: "
+            + ("the suite's label" if own else "the model's prediction"))
+    return x, (labels if own else None), [it.name for it in data], what
+
+
+@app.command("sanity", short_help="Sanity check: do the maps change when the model's weights are randomised?")
+def sanity_cmd(
+    images: Optional[List[Path]] = typer.Argument(None, help="Image files or folders (default: the images bundled "
+                                                             "with the model, see --suite)."),
+    model: str = typer.Option("digits-cnn", "--model", "-m",
+                              help="A bundled model name (digits-cnn, efficientnet-lite0, ...) or a model file."),
+    methods: str = typer.Option("ig,saliency,smoothgrad,gradient_x_input,occlusion", "--methods",
+                                help="Comma-separated method names."),
+    mode: str = typer.Option("cascading", "--mode",
+                             help="cascading (top layer first, then progressively more layers) or independent "
+                                  "(one layer at a time)."),
+    similarity: str = typer.Option("spearman_abs", "--similarity",
+                                   help="spearman_abs (rank correlation of |maps|, the paper's main measure), "
+                                        "spearman, ssim or hog."),
+    layers: str = typer.Option("blocks", "--layers",
+                               help="Steps: blocks (each block of the model's longest module list, other layers "
+                                    "one by one), all (every parameterised layer), or comma-separated module names "
+                                    "(randomised in that order)."),
+    suite: Optional[str] = typer.Option(None, "--suite", "-s",
+                                        help="Take the images from this suite (default: digits for digits-cnn, "
+                                             "photos for efficientnet-lite0)."),
+    n_images: int = typer.Option(8, "--n-images", "-n", help="Images to explain (first N)."),
+    batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Chunk size, or 'auto'."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the re-initialisation, the suite and stochastic methods."),
+    bootstrap: int = typer.Option(2000, "--bootstrap", help="Bootstrap resamples of the items for the 95% CIs."),
+    param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p ig.n_steps=32."),
+    out: Path = typer.Option(Path("pathxai-sanity"), "--out", "-o",
+                             help="Folder for sanity.csv, sanity_items.csv, sanity.md and sanity.png."),
+    progress: Optional[bool] = typer.Option(None, "--progress/--no-progress", help="Progress bars."),
+    trust_model_file: bool = typer.Option(False, "--trust-model-file", help=TRUST_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", help=WEIGHTS_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+) -> None:
+    """Model-randomisation sanity check (Adebayo et al. 2018): explain images with each method on the trained model
+    and on copies whose layers are re-initialised top-down, and report how similar the maps stay.
+
+    A similarity that stays high as layers are randomised means the map does not depend on what the model learnt.
+    Writes OUT/sanity.md and .csv (per method and step: mean over images, 95% bootstrap CI) and OUT/sanity.png (the
+    first image: rows = methods, columns = the trained model's map, then each step).
+    """
+    import pathxai as px
+    from .sanity import MODES, SIMILARITIES
+
+    names = _split_names(methods)
+    overrides = _method_params(param)
+    _check_method_names(names, overrides)
+    for name in names:
+        cls = px.get_method(name)
+        refusal = _method_refusal(cls, overrides.get(name, {}))
+        if refusal is None and not cls.needs_target:
+            refusal = (f"method {cls.name!r} explains a representation (no class); `pathxai sanity` checks class "
+                       f"methods; use px.sanity.model_randomisation(encoder, x, method={cls.name!r}) from Python")
+        if refusal:
+            raise ValueError(refusal.replace("`pathxai explain`", "`pathxai sanity`"))
+    if mode not in MODES:
+        raise ValueError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"--similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
+    if n_images < 1:
+        raise ValueError(f"--n-images must be at least 1, got {n_images}")
+    if bootstrap < 1:
+        raise ValueError(f"--bootstrap must be at least 1, got {bootstrap}")
+    step_names: Any = layers if layers in ("blocks", "all") else _split_names(layers)
+    if not step_names:
+        raise ValueError("--layers must be blocks, all or comma-separated module names")
+    bs = _parse_batch_size(batch_size)
+    _output_dir(out)
+    net = _load_model(model, trust_model_file, weights, device)
+    x, target, item_names, source = _sanity_inputs(list(images or []), suite, model, net, n_images, seed)
+    results = {}
+    for name in names:
+        r = px.sanity.model_randomisation(
+            net, x, target, method=name, mode=mode, similarity=similarity, layers=step_names, seed=seed,
+            method_params=overrides.get(name), batch_size=bs, return_maps=1, progress=progress)
+        results[name] = r
+        final = float(r.similarity[-1].nanmean())
+        typer.echo(f"{name}: {len(r.layers)} steps in {r.meta['seconds']:.1f} s; similarity after the last step "
+                   f"{final:.2f}", err=True)
+    model_label = str(getattr(net, "model_name", model))
+    header = (f"Model randomisation ({mode}) of {model_label}, {source}; similarity: {similarity} between the "
+              f"trained model's map and the map after each step (1 = unchanged); cells: mean over images "
+              f"[95% percentile-bootstrap CI, {bootstrap} resamples]; seed {seed}.")
+    files = px.sanity.save_results(results, out, image=x[0], header=header, n_boot=bootstrap, seed=seed,
+                                   figure_title=f"{model_label}, {item_names[0]}: {mode} randomisation "
+                                                f"(numbers: {similarity} with the trained model's map)")
+    typer.echo(header)
+    typer.echo(px.sanity.format_table(results, n_boot=bootstrap, seed=seed))
+    typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
 def main() -> None:
     app()
 
