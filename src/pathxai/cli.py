@@ -650,7 +650,10 @@ def evaluate(
                               help="Evaluation suite with ground truth: photos, digits, digits-clutter."),
     methods: str = typer.Option("ig,gradcam,rise,occlusion", "--methods", help="Comma-separated method names."),
     metrics: str = typer.Option("insertion,deletion,pointing", "--metrics",
-                                help="Comma-separated: insertion, deletion, pointing, sensitivity_n."),
+                                help="Comma-separated: insertion, deletion, pointing, sensitivity_n, road, irof, "
+                                     "sparseness, complexity, relevance_mass, relevance_rank, "
+                                     "relative_input_stability, relative_output_stability, "
+                                     "relative_representation_stability."),
     n_images: Optional[int] = typer.Option(None, "--n-images", "-n", help="Images from the suite (default: all)."),
     steps: int = typer.Option(50, "--steps", help="Points of the insertion/deletion curves."),
     normalisation: str = typer.Option("none", "--normalisation",
