@@ -52,7 +52,9 @@ def is_channels_last_norm(module: nn.Module, out: torch.Tensor) -> bool:
     timm's ``LayerNorm2d`` normalises the channels of (N, C, h, w) maps and is not one."""
     if not is_norm(module) or "2d" in type(module).__name__.lower():
         return False
-    shape = getattr(module, "normalized_shape", None) or getattr(module, "weight", torch.empty(0)).shape
+    shape = getattr(module, "normalized_shape", None)
+    if shape is None and isinstance(getattr(module, "weight", None), torch.Tensor):
+        shape = module.weight.shape
     return not shape or tuple(shape)[-1] == out.shape[-1]
 
 
