@@ -1,4 +1,4 @@
-"""Vision transformers: Grad-CAM on token layers, attention rollout and its gradient variant, clutter-vit, evaluate(model=).
+"""Vision transformers: Grad-CAM on token layers, the attention rollouts, clutter-vit, evaluate(model=).
 
 Tests on transformers ViTs run in the default environment (random tiny models); tests on timm models are marked
 ``vision`` and skip without timm (run them in an environment with torchvision + timm).

@@ -66,7 +66,10 @@ def is_attention(module: nn.Module) -> bool:
 
 def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every transformer block in module order: a module with a direct attention
-    child and a direct norm child (timm ``Block``/``SwinTransformerBlock``, transformers ``ViTLayer``/``SwinLayer``...)."""
+    child and a direct norm child (timm ``Block``, ``SwinTransformerBlock``; transformers ``ViTLayer``, ``SwinLayer``).
+
+    A post-norm block (``nn.TransformerEncoderLayer(norm_first=False)``) counts too; its first norm then comes after
+    the attention."""
     blocks = []
     for name, module in model.named_modules():
         children = list(module.children())
