@@ -42,37 +42,6 @@ def needs_transformer(name: str) -> bool:
     return bool(getattr(px.get_method(name), "needs_transformer", False))
 
 
-def bootstrap_ci(scores: torch.Tensor, labels: torch.Tensor, per_class: bool, n_boot: int, seed: int
-                 ) -> tuple[float, float, float]:
-    """(statistic, 2.5 %, 97.5 % percentile) of the mean of ``scores`` (or of the per-class mean accuracy) over
-    ``n_boot`` resamples of the images."""
-    scores, labels = scores.double(), labels.long()
-    ok = torch.isfinite(scores)
-    scores, labels = scores[ok], labels[ok]
-    if len(scores) == 0:
-        return math.nan, math.nan, math.nan
-
-    def stat(idx: torch.Tensor) -> torch.Tensor:   # idx (B, n) -> (B,)
-        s = scores[idx]
-        if not per_class:
-            return s.mean(1)
-        lab = labels[idx]
-        classes = torch.unique(labels)
-        means = []
-        for c in classes:
-            m = (lab == c).double()
-            means.append(torch.where(m.sum(1) > 0, (s * m).sum(1) / m.sum(1).clamp_min(1), torch.nan))
-        return torch.nanmean(torch.stack(means, 1), dim=1)
-
-    g = torch.Generator().manual_seed(seed)
-    n = len(scores)
-    point = float(stat(torch.arange(n)[None])[0])
-    boots = torch.cat([stat(torch.randint(0, n, (min(250, n_boot - b), n), generator=g))
-                       for b in range(0, n_boot, 250)])
-    lo, hi = torch.quantile(boots, torch.tensor([0.025, 0.975], dtype=boots.dtype)).tolist()
-    return point, lo, hi
-
-
 def fast_params() -> dict[str, dict]:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from method_params import FAST_PARAMS  # noqa: PLC0415 - the contract suite's cheap settings
@@ -81,10 +50,19 @@ def fast_params() -> dict[str, dict]:
 
 
 def run(models: list[str], methods: list[str], n_images: int, steps: int, batch_size: int | str, n_boot: int,
-        seed: int, method_params: dict[str, dict]) -> tuple[dict, dict, dict]:
+        seed: int, method_params: dict[str, dict]) -> tuple[dict, dict, dict, dict]:
     """Returns (cells {(method, metric, model): (mean, lo, hi)}, seconds {(method, model): s/image},
-    model info {model: {...}})."""
-    cells, seconds, info = {}, {}, {}
+    model info {model: {...}}, changes {(method, metric): PairedComparison of ViT - CNN with its Holm p-value}).
+
+    The intervals are :mod:`pathxai.stats`' (BCa bootstrap over images, class-balanced for the pointing game, as
+    ``pathxai evaluate`` reports them); the change from the CNN to the ViT is a paired comparison on the same
+    canvases (mean difference, its interval, Wilcoxon signed-rank p-value), Holm-corrected over the methods of a
+    metric.
+    """
+    from pathxai import stats
+
+    cells, seconds, info, scores = {}, {}, {}, {}
+    labels = None
     for model_name in models:
         model = px.models.load(model_name)
         info[model_name] = {k: getattr(model, k) for k in ("test_accuracy", "no_digit_accuracy") if hasattr(model, k)}
@@ -95,17 +73,28 @@ def run(models: list[str], methods: list[str], n_images: int, steps: int, batch_
                         model=model, progress=False)
         info[model_name]["evaluate_seconds"] = time.perf_counter() - t0
         labels = torch.tensor(r.labels)
+        for row in r.summary():
+            cells[(row["method"], row["metric"], model_name)] = (row["mean"], *row["ci95"])
         for m in names:
             seconds[(m, model_name)] = r.seconds[m]
             for metric in METRICS:
-                cells[(m, metric, model_name)] = bootstrap_ci(r.scores[(m, metric)], labels, metric == "pointing",
-                                                              n_boot, seed)
+                scores[(m, metric, model_name)] = r.scores[(m, metric)]
         print(f"{model_name}: done in {info[model_name]['evaluate_seconds']:.0f} s", file=sys.stderr)
-    return cells, seconds, info
+    changes: dict = {}
+    if len(models) == 2:
+        cnn, vit = models
+        for metric in METRICS:
+            pairs = [(m, stats.paired_comparison(scores[(m, metric, vit)], scores[(m, metric, cnn)],
+                                                 n_resamples=n_boot, seed=seed, stream=f"{m}-{metric}"))
+                     for m in methods if (m, metric, cnn) in scores and (m, metric, vit) in scores]
+            adjusted = stats.holm([c.p_value for _, c in pairs])
+            for (m, c), p_holm in zip(pairs, adjusted):
+                changes[(m, metric)] = (c, float(p_holm))
+    return cells, seconds, info, changes
 
 
 def markdown(cells: dict, seconds: dict, info: dict, models: list[str], methods: list[str], args: argparse.Namespace,
-             command: str, method_params: dict[str, dict]) -> str:
+             command: str, method_params: dict[str, dict], changes: dict | None = None) -> str:
     short = {"digits-clutter-cnn": "CNN", "clutter-vit": "ViT"}
     lines = [
         "# Digits-clutter: the clutter CNN vs the clutter ViT",
@@ -115,8 +104,8 @@ def markdown(cells: dict, seconds: dict, info: dict, models: list[str], methods:
         "",
         f"{args.n_images} canvases of the digits-clutter suite (seed {args.seed}); the explained class is the label. "
         f"Insertion from black, deletion to black, softmax score, {args.steps} steps; pointing game with a "
-        "4.3 px tolerance (15 px at 224 px). Cells: mean over images [95 % bootstrap CI, "
-        f"{args.bootstrap} resamples of the images]; pointing: per-class mean hit rate. n/a: the method needs a "
+        "4.3 px tolerance (15 px at 224 px). Cells: mean over images [95 % BCa bootstrap CI over the images, "
+        f"{args.bootstrap} resamples, `pathxai.stats`]; pointing: per-class mean hit rate. n/a: the method needs a "
         "transformer.",
         "",
     ]
@@ -139,6 +128,24 @@ def markdown(cells: dict, seconds: dict, info: dict, models: list[str], methods:
                 row.append("n/a" if cell is None else f"{cell[0]:.3f} [{cell[1]:.3f}, {cell[2]:.3f}]")
         row += [("n/a" if (method, m) not in seconds else f"{seconds[(method, m)]:.2f}") for m in models]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
+    if changes:
+        short_v, short_c = short.get(models[1], models[1]), short.get(models[0], models[0])
+        lines += ["", f"## Which methods survive the change of architecture ({short_v} − {short_c}, paired by canvas)",
+                  "", "Mean difference ViT − CNN [95 % CI], Wilcoxon signed-rank p-value Holm-corrected over the "
+                  "methods of each metric; **bold**: significant at 0.05 after correction.", "",
+                  "| method | " + " | ".join(f"{metric} {ARROWS[metric]}" for metric in METRICS) + " |",
+                  "|---|" + "---:|" * len(METRICS)]
+        for method in methods:
+            row = []
+            for metric in METRICS:
+                got = changes.get((method, metric))
+                if got is None:
+                    row.append("n/a")
+                    continue
+                c, p_holm = got
+                text = f"{c.mean_difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}] p={p_holm:.2g}"
+                row.append(f"**{text}**" if p_holm < 0.05 else text)
+            lines.append(f"| {method} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -162,11 +169,12 @@ def main(argv: list[str] | None = None) -> Path:
     method_params = {m: p for m, p in fast_params().items() if m in methods} if args.fast else {}
     command = "python benchmarks/cnn_vs_vit.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                      else sys.argv[1:]))
-    cells, seconds, info = run(models, methods, args.n_images, args.steps, batch_size, args.bootstrap, args.seed,
-                               method_params)
+    cells, seconds, info, changes = run(models, methods, args.n_images, args.steps, batch_size, args.bootstrap,
+                                        args.seed, method_params)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out, markdown(cells, seconds, info, models, methods, args, command.strip(), method_params))
+    atomic_write_text(out, markdown(cells, seconds, info, models, methods, args, command.strip(), method_params,
+                                    changes))
     print(out)
     return out
 
