@@ -119,7 +119,7 @@ def digits_clutter_cnn(retrain: bool = False) -> ImageClassifier:
         with atomic_path(path) as tmp:  # concurrent workers never read half a file
             torch.save(state, tmp)
     wrapper = ImageClassifier(model, nn.Identity(), [str(i) for i in range(10)], (CLUTTER_SIZE, CLUTTER_SIZE),
-                              "digits-clutter-cnn", gradcam_layer=model.features[-1])
+                              "digits-clutter-cnn", gradcam_layer=model.features[-1], channels=1)
     wrapper.test_accuracy = stats["test_accuracy"]
     wrapper.no_digit_accuracy = stats["no_digit_accuracy"]
     return wrapper.eval()
