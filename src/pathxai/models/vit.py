@@ -17,7 +17,7 @@ the curriculum 0.88, batch 32 and label smoothing 0.92 (355 test canvases: +-0.0
 0.89). Deterministic for a seed (one thread) and cached on disk like the CNN.
 
 Measured (torch 2.13 CPU, transformers 5.24, seed 0, one thread): test accuracy 0.924 on one canvas per test digit
-(355 canvases; the clutter CNN: 0.955-0.977), 0.115 on the same canvases with the digit removed (chance 0.1), 0.963
+(355 canvases; the clutter CNN: 0.977), 0.115 on the same canvases with the digit removed (chance 0.1), 0.963
 with the distractors removed; 0.901 on fresh train-split canvases (it underfits rather than overfits: more
 training would help). Training takes 5.0-5.6 minutes of CPU time, canvas generation (about a third) included:
 291 s for 44 epochs on a quiet machine, 335 s for the 48 epochs on a loaded one.
