@@ -453,7 +453,7 @@ def test_registry_and_metadata():
 
 
 # ----------------------------------------------------------------------------------------------- SAMP authors' convention
-from pathxai.metrics import perturbation  # noqa: E402  (this section's additions)
+from pathxai.metrics import perturbation
 
 
 def contrast_model() -> nn.Module:

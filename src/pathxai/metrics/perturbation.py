@@ -246,7 +246,7 @@ def _curve_metric(kind: str, model: Callable[[torch.Tensor], torch.Tensor], x: t
     evaluator = BatchedEvaluator(model, batch_size=batch_size, progress=progress)
     dtype = x.dtype
     x = evaluator.work_input(x)   # the model's device, float32 or wider; results come back on the host
-    n, _, h, w = x.shape
+    n = x.shape[0]
     cost = Cost(evaluations=n * (steps + 1), bytes=8.0 * n * (steps + 1) * 3 + 8.0 * (steps + 1), param="steps",
                 value=steps, detail=f"{n} input(s) x {steps + 1} curve points")
     limits.check(cost, f"metric {kind!r}")
