@@ -573,3 +573,16 @@ def test_samp_authors_bad_arguments():
     with pytest.warns(RuntimeWarning, match="samp_authors.*score at the full input, which is 0"):
         r = metrics.deletion(model, x, sal, 0, normalisation="samp_authors")
     assert torch.isnan(r.score).all()
+
+
+def test_samp_authors_runs_where_the_model_is():
+    from device_check import VirtualDevice, format_violations
+
+    model = tiny_cnn()
+    x = torch.rand(2, 1, 12, 12)
+    sal = torch.rand(2, 12, 12)
+    with VirtualDevice(model) as mode:
+        d = metrics.deletion(model, x, sal, None, normalisation="samp_authors", batch_size=4)
+        i = metrics.insertion(model, x, sal, None, normalisation="samp_authors", batch_size=4)
+    assert not mode.violations, "\n" + format_violations(mode.violations)
+    assert d.curve.shape == i.curve.shape == (2, 16)   # 144 pixels, 10 a step: 15 steps
