@@ -657,7 +657,9 @@ def evaluate(
     n_images: Optional[int] = typer.Option(None, "--n-images", "-n", help="Images from the suite (default: all)."),
     steps: int = typer.Option(50, "--steps", help="Points of the insertion/deletion curves."),
     normalisation: str = typer.Option("none", "--normalisation",
-                                      help="Insertion/deletion curve: none (RISE), input, or samp (SAMP paper)."),
+                                      help="Insertion/deletion curve: none (RISE), input, samp (affine, ours) or "
+                                           "samp_authors (the SAMP authors' logit ratio and mean; the steps and "
+                                           "baselines stay evaluate's)."),
     batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Chunk size, or 'auto'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the suite and of stochastic methods."),
     param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p rise.n_masks=1000."),

@@ -5,8 +5,13 @@ bounds its functional entropy under a Gaussian measure ``mu = N(x, Sigma)`` by t
 
     Ent_mu(f) <= 1/2 I_mu(f),   I_mu(f) = E_{z~mu}[ <Sigma grad f(z), grad f(z)> / f(z) ]          (paper Eq. 10-11)
 
-and FI scores feature i by its term of that sum (Eq. 13, *with* the division by f that the paper derives and the
-authors' published code leaves out):
+and FI scores feature i by its term of that sum (Eq. 13, with the division by f). The authors' public code
+(github.com/nitaytech/FunctionalExplanation, ``fi_code/fi.py``) divides by f too: ``functional_information`` averages
+``grads ** 2 / outputs`` and ``covariance_functional_information`` averages ``cov_grads * grads / outputs``. Their f
+is ``outputs_activation_func(model(z))``: the raw output unless the caller passes an activation (their demo notebook
+passes ``torch.nn.Softmax``), and their SmoothGrad, SmoothGrad-Squared and VarGrad are computed from the same
+gradients of the same f -- so compare FI with those methods on one function (benchmarks/fi_table.py does, for the
+softmax and for the logit):
 
     independent form (Eq. 9, Sigma = sigma^2 I for the sampling):   a_i = E_{z~N(x, sigma^2 I)}[ (d_i f(z))^2 / f(z) ]
     covariance form (Eq. 13):                                       a_i = E_{z~N(x, Sigma)}[ (Sigma grad f(z))_i d_i f(z) / f(z) ]
@@ -33,8 +38,13 @@ Covariances (all ``Sigma = A A^T`` with a factor ``A`` used to sample ``z = x + 
 - :class:`ClassCovariance` -- one covariance per class (the paper estimates Sigma per explained class).
 
 Scale: with ``covariance_scale="relative"`` (default) the covariance is rescaled per sample so that its mean variance
-``trace(Sigma) / d`` equals ``(noise_level * (max x - min x))^2``, the paper's sigma relative to the data range
-(0.15 by default, as in the paper and the SmoothGrad convention); ``"absolute"`` uses Sigma as given.
+``trace(Sigma) / d`` equals ``(noise_level * (max x - min x))^2``; ``"absolute"`` uses Sigma as given. The paper
+states no noise level. ``noise_level = 0.15`` of the value range is SmoothGrad's convention (Smilkov et al. 2017
+recommend 10-20 %; pathxai's SmoothGrad uses the same rule), chosen here so that FI and the SmoothGrad family see the
+same noise. The authors' code has a different 0.15: its ``var_spread = 0.15`` multiplies a *variance* -- without a
+covariance it samples ``N(x, 0.15 Var(x) I)``, ``Var(x)`` the variance of the sample's own values (noise std about
+0.39 std(x)); with a covariance it samples ``N(x, 0.15 Sigma)`` (the Cholesky factor times sqrt(0.15)) while the
+score's ``Sigma grad f`` uses Sigma unscaled.
 
 Feature subsets (Corollary 4.2): ``subset`` (a bool mask of the input's sample shape) explains only those features,
 sampling them from the Gaussian conditioned on the other features fixed at their values in x:
@@ -384,7 +394,8 @@ class FunctionalInformation(Method):
 
     Args:
         n_samples: Gaussian samples per input (default 100).
-        noise_level: sigma as a fraction of each input's value range (max - min); paper: 0.15.
+        noise_level: sigma as a fraction of each input's value range (max - min); 0.15 = SmoothGrad's
+            convention (the paper gives no value; the authors' code scales a variance by 0.15 instead).
         covariance: ``None`` (independent form, Eq. 9), a :class:`Covariance`, or a :class:`ClassCovariance`
             (covariance form, Eq. 13, with the covariance of each sample's target class).
         covariance_scale: ``"relative"`` (rescale Sigma to mean variance ``(noise_level * range)^2``) or
