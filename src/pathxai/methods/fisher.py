@@ -474,6 +474,10 @@ class FunctionalInformation(Method):
             cc, mv = cache[id(c)]
             covs.append(cc)
             if self.covariance_scale == "relative":
+                if not mv > 0:   # e.g. a covariance fitted on one image: every centred sample is 0
+                    raise ValueError(f"covariance has zero mean variance for inputs of shape {shape} (was it fitted "
+                                     "on a single sample?); fit it on several samples, or use "
+                                     "covariance_scale='absolute'")
                 scale[i] = float(sigma[i]) / math.sqrt(mv)
             noise_std[i] = float(scale[i]) * math.sqrt(mv)
         self._noise_std = noise_std
