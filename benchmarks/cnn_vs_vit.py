@@ -22,6 +22,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,36 +51,54 @@ def fast_params() -> dict[str, dict]:
 
 
 def run(models: list[str], methods: list[str], n_images: int, steps: int, batch_size: int | str, n_boot: int,
-        seed: int, method_params: dict[str, dict]) -> tuple[dict, dict, dict, dict]:
+        seed: int, method_params: dict[str, dict], partial: dict | None = None,
+        save_partial: Any = lambda _: None) -> tuple[dict, dict, dict, dict]:
     """Returns (cells {(method, metric, model): (mean, lo, hi)}, seconds {(method, model): s/image},
     model info {model: {...}}, changes {(method, metric): PairedComparison of ViT - CNN with its Holm p-value}).
 
-    The intervals are :mod:`pathxai.stats`' (BCa bootstrap over images, class-balanced for the pointing game, as
+    ``partial`` holds finished (model, method) results (resumed from ``--out``'s ``.partial.json``); a method that
+    refuses a model is recorded with its reason. The intervals are :mod:`pathxai.stats`' (BCa bootstrap over images, class-balanced for the pointing game, as
     ``pathxai evaluate`` reports them); the change from the CNN to the ViT is a paired comparison on the same
     canvases (mean difference, its interval, Wilcoxon signed-rank p-value), Holm-corrected over the methods of a
     metric.
     """
     from pathxai import stats
 
-    cells, seconds, info, scores = {}, {}, {}, {}
-    labels = None
+    partial = {} if partial is None else partial
+    cells, seconds, info, scores, refused = {}, {}, {}, {}, {}
     for model_name in models:
         model = px.models.load(model_name)
         info[model_name] = {k: getattr(model, k) for k in ("test_accuracy", "no_digit_accuracy") if hasattr(model, k)}
         names = [m for m in methods if not needs_transformer(m) or model_name == "clutter-vit"]
         t0 = time.perf_counter()
-        r = px.evaluate("digits-clutter", names, list(METRICS), n_images=n_images, seed=seed, batch_size=batch_size,
-                        steps=steps, method_params={m: method_params[m] for m in names if m in method_params},
-                        model=model, progress=False)
-        info[model_name]["evaluate_seconds"] = time.perf_counter() - t0
-        labels = torch.tensor(r.labels)
-        for row in r.summary():
-            cells[(row["method"], row["metric"], model_name)] = (row["mean"], *row["ci95"])
-        for m in names:
-            seconds[(m, model_name)] = r.seconds[m]
+        for m in names:   # one method at a time: a method that refuses a model does not stop the others
+            done = partial.get(f"{model_name}|{m}")
+            if done is None:
+                try:
+                    r = px.evaluate("digits-clutter", [m], list(METRICS), n_images=n_images, seed=seed,
+                                    batch_size=batch_size, steps=steps,
+                                    method_params={m: method_params[m]} if m in method_params else None,
+                                    model=model, progress=False)
+                except ValueError as err:   # e.g. DeepLIFT has no rules for a ViT's LayerNorm/GELU/attention
+                    done = {"refused": " ".join(str(err).split())[:400]}
+                else:
+                    done = {"summary": [{k: row[k] for k in ("metric", "mean", "ci95")} for row in r.summary()],
+                            "seconds": r.seconds[m],
+                            "scores": {metric: [float(v) for v in r.scores[(m, metric)]] for metric in METRICS}}
+                partial[f"{model_name}|{m}"] = done
+                save_partial(partial)
+                print(f"{model_name} {m}: {'refused' if 'refused' in done else 'done'}", file=sys.stderr)
+            if "refused" in done:
+                refused[(m, model_name)] = done["refused"]
+                continue
+            for row in done["summary"]:
+                cells[(m, row["metric"], model_name)] = (row["mean"], *row["ci95"])
+            seconds[(m, model_name)] = done["seconds"]
             for metric in METRICS:
-                scores[(m, metric, model_name)] = r.scores[(m, metric)]
+                scores[(m, metric, model_name)] = torch.tensor(done["scores"][metric])
+        info[model_name]["evaluate_seconds"] = time.perf_counter() - t0
         print(f"{model_name}: done in {info[model_name]['evaluate_seconds']:.0f} s", file=sys.stderr)
+    info["refused"] = refused
     changes: dict = {}
     if len(models) == 2:
         cnn, vit = models
@@ -110,7 +129,7 @@ def markdown(cells: dict, seconds: dict, info: dict, models: list[str], methods:
         "",
     ]
     for m in models:
-        acc = info[m]
+        acc = info.get(m, {})
         if "test_accuracy" in acc:
             lines.append(f"- {m}: test accuracy {acc['test_accuracy']:.3f}, without the digit "
                          f"{acc['no_digit_accuracy']:.3f} (chance 0.1)")
@@ -125,9 +144,13 @@ def markdown(cells: dict, seconds: dict, info: dict, models: list[str], methods:
         for metric in METRICS:
             for m in models:
                 cell = cells.get((method, metric, m))
-                row.append("n/a" if cell is None else f"{cell[0]:.3f} [{cell[1]:.3f}, {cell[2]:.3f}]")
+                refused = (method, m) in info.get("refused", {})
+                row.append("refused" if refused else "n/a" if cell is None
+                           else f"{cell[0]:.3f} [{cell[1]:.3f}, {cell[2]:.3f}]")
         row += [("n/a" if (method, m) not in seconds else f"{seconds[(method, m)]:.2f}") for m in models]
         lines.append(f"| {method} | " + " | ".join(row) + " |")
+    for (method, m), why in sorted(info.get("refused", {}).items()):
+        lines.append(f"\nrefused: {method} on {m}: {why}")
     if changes:
         short_v, short_c = short.get(models[1], models[1]), short.get(models[0], models[0])
         lines += ["", f"## Which methods survive the change of architecture ({short_v} − {short_c}, paired by canvas)",
@@ -169,10 +192,20 @@ def main(argv: list[str] | None = None) -> Path:
     method_params = {m: p for m, p in fast_params().items() if m in methods} if args.fast else {}
     command = "python benchmarks/cnn_vs_vit.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                      else sys.argv[1:]))
-    cells, seconds, info, changes = run(models, methods, args.n_images, args.steps, batch_size, args.bootstrap,
-                                        args.seed, method_params)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = out.with_suffix(".partial.json")   # finished (model, method) results: a rerun resumes there
+    settings = {"n_images": args.n_images, "steps": args.steps, "seed": args.seed, "fast": args.fast}
+    partial: dict = {}
+    if partial_path.exists():
+        stored = json.loads(partial_path.read_text())
+        partial = stored["results"] if stored.get("settings") == settings else {}
+
+    def save_partial(results: dict) -> None:
+        atomic_write_text(partial_path, json.dumps({"settings": settings, "results": results}))
+
+    cells, seconds, info, changes = run(models, methods, args.n_images, args.steps, batch_size, args.bootstrap,
+                                        args.seed, method_params, partial, save_partial)
     atomic_write_text(out, markdown(cells, seconds, info, models, methods, args, command.strip(), method_params,
                                     changes))
     print(out)
