@@ -262,3 +262,6 @@ class VarGrad(SmoothGrad):
     description = "VarGrad: variance of gradients over noisy copies of the input."
     saliency_reduction = "sum"
     aggregate_default = "variance"
+    # antithetic pairs were not more accurate for the variance (measured, benchmarks/results/sampling.md): the
+    # paper's iid noise stays the default
+    sampling_default = "mc"
