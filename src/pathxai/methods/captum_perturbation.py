@@ -29,7 +29,7 @@ surrogate is a regression, not a mean, and its independent units are single draw
   seeded from (seed, name, sample)): 1.11x the spread over seeds in the same measurement (only approximate at
   coefficients the penalty sets to zero, a known limitation of the Lasso bootstrap).
 
-``tol``: the perturbations are sent to the model in blocks of 64; before each new block (from 8 independent units
+``tol``: the perturbations are sent to the model in blocks of 16; before each new block (from 8 independent units
 on), the surrogate is refitted on what has been evaluated and sampling stops once its relative standard error
 (RMS bootstrap standard error over the features / range of the coefficients) is below ``tol``; ``n_samples`` is the
 cap. The final attribution is Captum's fit on exactly the samples drawn.
@@ -45,13 +45,14 @@ import torch
 
 from ..core import Method, Target, register_method
 from ..core.limits import Cost
-from ..core.sampling import (BLOCK, MIN_REPLICATES, SamplingMixin, check_sampling, check_tol, round_up,
+from ..core.sampling import (MIN_REPLICATES, SamplingMixin, check_sampling, check_tol, round_up,
                              warn_cap_reached)
 from ..core.seeding import item_generator, item_seed, numpy_rng
 from ..core.validation import check_positive_int
 
 SAMPLINGS = ("antithetic", "mc")
 BOOTSTRAP = 32    # refits of the surrogate for the standard error
+CHECK = 16        # with tol: perturbations per model call, and the stopping rule is checked between them
 
 
 def grid_feature_mask(h: int, w: int, grid: int) -> torch.Tensor:
@@ -182,7 +183,7 @@ class _Session:
         """Samples from ``source``, recorded; with ``tol``, stopped before a block once the estimate has converged
         (Captum then fits on the samples drawn so far)."""
         for j, sample in enumerate(source):
-            if self.method.tol is not None and j > 0 and j % BLOCK == 0 and self.converged(j):
+            if self.method.tol is not None and j > 0 and j % CHECK == 0 and self.converged(j):
                 self.stopped = True
                 return
             self.samples.append(sample)
@@ -311,7 +312,7 @@ class _CaptumPerturbation(SamplingMixin, Method):
                 torch.manual_seed(item_seed(self.seed, self.name, j))
                 a = explainer.attribute(x[j:j + 1], target=tgt, n_samples=self.n_samples, feature_mask=mask,
                                         baselines=0.0,
-                                        perturbations_per_eval=self.n_samples if self.tol is None else BLOCK)
+                                        perturbations_per_eval=self.n_samples if self.tol is None else CHECK)
             out.append(a.detach().float())
             recorder = explainer.interpretable_model
             xs, ys, ws = recorder.data
