@@ -614,3 +614,28 @@ def test_the_command_line_takes_tol(tmp_path):
     result = CliRunner().invoke(app, ["explain", str(path), "--model", "digits-cnn", "--method", "rise", "-p",
                                       "tol=-1", "--out", str(tmp_path), "--no-progress"])
     assert result.exit_code == 2 and "tol must be a finite number > 0" in result.output
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# devices: the samplings the contract suite's defaults do not reach (tests/device_check.py)
+
+DEVICE_CONFIGS = [("rise", {"n_masks": 140, "sampling": s, "tol": 0.5}) for s in ("stratified", "antithetic", "mc")] + \
+    [("rise", {"n_masks": 256, "sampling": "sobol", "control_variate": True})] + \
+    [(n, {"n_samples": 16, "sampling": s, "tol": 0.5}) for n in ("smoothgrad", "vargrad", "fi")
+     for s in ("sobol", "antithetic", "mc")] + \
+    [("sift_rise", {"n_masks": 64, "sampling": s, "tol": 0.5}) for s in ("sobol", "mc")] + \
+    [(n, {"n_samples": 40, "sampling": s, "tol": 0.5}) for n in ("lime", "kernel_shap") for s in ("antithetic", "mc")] + \
+    [("relax", {"n_masks": 128, "estimator": "weighted", "tol": 0.5}), ("relax", {"n_masks": 128, "tol": 0.5})]
+
+
+@pytest.mark.parametrize("name,params", DEVICE_CONFIGS, ids=[f"{n}-{i}" for i, (n, _) in enumerate(DEVICE_CONFIGS)])
+def test_no_host_tensor_meets_the_device(name, params, digits_model, digit_batch):
+    from device_check import VirtualDevice, format_violations
+
+    x, _ = digit_batch
+    model = px.models.encoders.digits_cnn_features() if name == "relax" else digits_model
+    with VirtualDevice(model) as mode, warnings.catch_warnings():
+        warnings.simplefilter("ignore", ToleranceNotReachedWarning)
+        e = px.get_method(name)(model, batch_size=4, **params).explain(x[:2])
+    assert not mode.violations, "\n" + format_violations(mode.violations)
+    assert e.extras["stderr"].shape == e.attribution.shape

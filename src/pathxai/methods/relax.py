@@ -520,7 +520,9 @@ class RELAX(SamplingMixin, Method):
         self.estimator = estimator
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-        self.sampling = sampling
+        # "mc" is the paper's iid sampling under the name every sampling method uses: stored as "iid", so that
+        # subclasses that draw RELAX's masks themselves (sift_relax) see one of their three samplings
+        self.sampling = "iid" if sampling == "mc" else sampling
         self.stratum = check_positive_int(stratum, "stratum", minimum=2)
         if BLOCK % self.stratum:
             raise ValueError(f"stratum must divide {BLOCK} (2, 4, 8, 16, 32 or 64), got {stratum}")
