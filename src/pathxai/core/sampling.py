@@ -48,8 +48,9 @@ is unbiased for *any* (a, beta) that does not depend on group g's draws. Here (a
 all *earlier* blocks (a sequential, "past-fitted" control variate): each Y_g is then an unbiased replicate given the
 past, the Y_g are martingale differences around the true value, and the replicate formula above stays a consistent
 standard error -- which a cross-fitted coefficient (fitted on the other half, RELAX's :class:`CellControlVariate`)
-would not give while streaming. It is switched on once the past holds ``CV_MASKS_PER_COEFFICIENT`` x (cells + 1)
-masks (before that the fit is too noisy to help).
+would not give while streaming. The full regression is used once the past holds ``CV_MASKS_PER_COEFFICIENT`` x
+(cells + 1) masks (before that the fit is too noisy to help); from the second block until then, the intercept alone
+(the past mean score).
 
 Stopping (``tol=``, :class:`ToleranceStop`). After each whole block of draws (at least ``MIN_REPLICATES`` groups in),
 the relative error of each explained input is
@@ -443,11 +444,17 @@ class MaskedMean:
         self.cv_masks = 0   # masks whose replicate used the control variate
 
     def coefficients(self) -> torch.Tensor | None:
-        """(cells + 1, n_images) least-squares [a; beta] of the score on [1, cells] over the past, or ``None`` while
-        the past is too short (a small ridge keeps the solve defined)."""
-        if self.basis is None or self.n < self.cv_after:
+        """(cells + 1, n_images) least-squares [a; beta] of the score on [1, cells] over the past (a small ridge
+        keeps the solve defined); while the past is shorter than ``cv_after`` masks, the intercept alone (a = the
+        past mean score, beta = 0: already removes the mean score x mask-coverage noise of independent masks);
+        ``None`` before any past."""
+        if self.basis is None or self.n == 0:
             return None
         d = self.xtx.shape[0]
+        if self.n < self.cv_after:
+            coef = torch.zeros(d, self.xts.shape[0], dtype=torch.float64, device=self.xts.device)
+            coef[0] = self.xts[:, 0] / self.xtx[0, 0]
+            return coef
         ridge = 1e-6 * max(1, self.n) * torch.eye(d, dtype=torch.float64, device=self.xtx.device)
         return torch.linalg.solve(self.xtx + ridge, self.xts.t())
 

@@ -87,7 +87,8 @@ import torch.nn.functional as F
 from ..core import Method, Target, item_outputs, register_method
 from ..core.limits import Cost
 from ..core.sampling import (BLOCK, BlockStream, MaskedMean, ReplicateMoments, SamplingMixin, ToleranceStop,
-                             bilinear_weights as _bilinear_weights, check_tol, expected_cell_weights, smooth_masks)
+                             bilinear_weights as _bilinear_weights, check_tol, expected_cell_weights, relative_error,
+                             smooth_masks)
 from ..core.validation import check_finite_float, check_fraction, check_model_output, check_positive_int
 
 SimilarityLike = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
@@ -345,11 +346,13 @@ class ImportanceStderr:
     """Standard error of RELAX's importance from the same masks (:mod:`pathxai.core.sampling`).
 
     The groups of masks (one iid mask, an antithetic pair, a stratum) are independent replicates. ``"mean"``
-    (Eq. 2): the replicate formula on the group means (1/K) Σ s M of :class:`~pathxai.core.sampling.MaskedMean`;
-    when the control variate is on, the replicates are corrected with the *past-fitted* cell regression (a streaming
-    statistic needs coefficients known when the block arrives), which estimates the error of RELAX's *cross-fitted*
-    control variate (same regression, fitted on the other half of the masks): both use coefficients fitted on about
-    half of the masks on average, and the calibration against the spread over seeds is tested. ``"weighted"``
+    (Eq. 2): the replicate formula on the group means (1/K) Σ s M of :class:`~pathxai.core.sampling.MaskedMean`.
+    When the control variate is on, the *returned* standard error is that of RELAX's cross-fitted estimate
+    (:meth:`RELAX._cross_fitted_stderr`, one pass over the masks made again at the end); while streaming (the
+    ``tol`` checks) the replicates are corrected with the *past-fitted* cell regression instead (coefficients must
+    be known when a block arrives): an estimator of the same importance whose early blocks use fewer (or no) past
+    masks, so its standard error is at least the cross-fitted one's and ``tol`` errs on the side of more masks.
+    ``"weighted"``
     (Eq. 12, a ratio R = Σ s M / Σ M): the delta method on the replicate moments of (Σ s M, Σ M),
     Var(R) ≈ (C_AA - 2 R C_AB + R² C_BB) / B̄².
     """
@@ -662,6 +665,7 @@ class RELAX(SamplingMixin, Method):
             return xs * m if base is None else xs * m + base * (1 - m)
 
         stopped = False
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []   # (mask indices, scores) for the cross-fitted stderr
         for items, out in item_outputs(self.evaluator, self.n_masks * n, build, sample_shape=x.shape[1:],
                                        desc=self.name):
             sims = masked_similarities(self._similarity, h[items % n], out)
@@ -669,6 +673,7 @@ class RELAX(SamplingMixin, Method):
                 moments.add_block(masks_b.reshape(len(idx), n_pix), buf)
                 if cv is not None:
                     cv.add_block(idx, cells_b, masks_b.reshape(len(idx), n_pix), buf)
+                    kept.append((idx, buf))
                 errors.add_block(cells_b, masks_b.reshape(len(idx), n_pix), buf)
                 sim_sum += buf.sum(1)
                 if stop.check(errors.estimate(), errors.stderr(), errors.replicates):
@@ -679,8 +684,43 @@ class RELAX(SamplingMixin, Method):
         stream.close(stopped)
         used = moments.n
         stop.finish(used, stopped)
-        self._record_sampling([used] * n, stop.error, None if self.tol is None else stopped)
-        return RelaxSample(moments, h, sim_sum / used, cv, errors.stderr(), used, stopped)
+        stderr = errors.stderr() if cv is None else self._cross_fitted_stderr(cv, kept, spatial, basis, x.device)
+        error = stop.error if cv is None else relative_error(
+            cv.importance(expected_cell_weights(spatial, self.grid), self.p), stderr)
+        self._record_sampling([used] * n, error, None if self.tol is None else stopped)
+        return RelaxSample(moments, h, sim_sum / used, cv, stderr, used, stopped)
+
+    def _cross_fitted_stderr(self, cv: "CellControlVariate", kept: list[tuple[torch.Tensor, torch.Tensor]],
+                             spatial: tuple[int, ...], basis: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(N, P) standard error of the cross-fitted control-variate estimate, exactly as it was computed: with the
+        final coefficients of each fold (fitted on the other fold), every group's corrected mean
+        Y_g = (1/K) Σ_n (s_n - a - β·B_n) M_n + E[(a + β·B) M] is a replicate whose average *is* the returned
+        importance, and the replicate formula gives its standard error (coefficients treated as fixed, as usual
+        for cross-fitting). The masks are made again from the seed (no model call); only the scores were kept."""
+        coefs = [cv.coefficients(0), cv.coefficients(1)]
+        expect = [c[0][:, None] * self.p + c[1:].t() @ basis.to(device=device, dtype=torch.float64) for c in coefs]
+        moments: ReplicateMoments | None = None
+        for idx, scores in kept:
+            masks, cells = masks_and_cells(idx, self.seed, spatial, self.grid, self.p, self.sampling, self.stratum,
+                                           device=device)
+            k, g = len(idx), len(idx) // self.group
+            m = masks.reshape(k, -1).to(torch.float64)
+            c = cells.to(device=device, dtype=torch.float64)
+            fold = ((idx // self.group) % 2).to(device)
+            s = scores.to(torch.float64)
+            r = torch.empty_like(s)
+            off = torch.empty(g, s.shape[0], m.shape[1], dtype=torch.float64, device=device)
+            for f in (0, 1):
+                sel = fold == f
+                coef = coefs[1 - f]                     # each fold corrected with the other fold's fit
+                r[:, sel] = s[:, sel] - coef[0][:, None] - (c[sel] @ coef[1:]).t()
+                off[sel.view(g, self.group)[:, 0]] = expect[1 - f]
+            y = torch.einsum("ngk,gkp->gnp", r.view(s.shape[0], g, self.group), m.view(g, self.group, -1)) \
+                / self.group + off
+            if moments is None:
+                moments = ReplicateMoments(1, y.shape[1:], device)
+            moments.add(y.unsqueeze(1))
+        return moments.stderr(0) if moments is not None else torch.zeros(0)
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
         run = self.sample(x)
