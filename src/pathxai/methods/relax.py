@@ -463,9 +463,10 @@ class RELAX(SamplingMixin, Method):
         grid: mask cells per side h = w (paper: 7). p: probability that a cell is kept (paper: 0.5).
         similarity: ``"cosine"`` (Eq. 3, the paper's), ``"dot"`` or a callable ``(h, h_masked) -> (n,)``.
         estimator: ``"mean"`` (Eq. 2 / Eq. 9) or ``"weighted"`` (Eq. 12-13, Algorithm 1, relax-xai).
-        sampling: ``"stratified"`` (default), ``"iid"`` (the paper's; ``"mc"`` is the same, the name every sampling
-            method uses for its paper's plain Monte Carlo) or ``"antithetic"`` (see the module doc); stratified /
-            antithetic round ``n_masks`` up to a multiple of ``stratum`` / 2.
+        sampling: ``"stratified"`` (default), ``"iid"`` (the paper's masks) or ``"antithetic"`` (see the module
+            doc); ``"mc"``, the name every sampling method uses for its paper's plain Monte Carlo, is ``"iid"`` with
+            the control variate off unless ``control_variate=True`` (Eq. 2 as written). Stratified / antithetic
+            round ``n_masks`` up to a multiple of ``stratum`` / 2.
         stratum: masks per stratum for ``sampling="stratified"`` (a divisor of 64).
         baseline: what masked-out inputs become: x ⊙ M + baseline ⊙ (1 - M). 0 (the paper's zeros), a number,
             or a tensor broadcastable to one input (C, H, W) / (L, D).
@@ -523,9 +524,12 @@ class RELAX(SamplingMixin, Method):
         self.estimator = estimator
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-        # "mc" is the paper's iid sampling under the name every sampling method uses: stored as "iid", so that
-        # subclasses that draw RELAX's masks themselves (sift_relax) see one of their three samplings
+        # "mc" is the paper's plain Monte Carlo under the name every sampling method uses: iid masks and, unless asked
+        # for explicitly, no control variate (Eq. 2 as written). Stored as "iid", so that subclasses that draw RELAX's
+        # masks themselves (sift_relax) see one of their three samplings, and params() says what runs
         self.sampling = "iid" if sampling == "mc" else sampling
+        if sampling == "mc" and self.control_variate == "auto":
+            self.control_variate = False
         self.stratum = check_positive_int(stratum, "stratum", minimum=2)
         if BLOCK % self.stratum:
             raise ValueError(f"stratum must divide {BLOCK} (2, 4, 8, 16, 32 or 64), got {stratum}")
