@@ -292,7 +292,8 @@ def test_both_directions_average_and_stay_complete(digits_model, digit_batch):
 
 def test_concentration_principle_samp_variance_exceeds_ig(digits_model, digit_batch):
     # Same end points and score as IG (black -> x, logits), so both attributions have (nearly) the same sum and
-    # their variances compare. Per image the ratio varies (0.5-1.8 on digits); 20 px per step keeps the test fast; the mean log-ratio is what the
+    # their variances compare. Per image the ratio varies (0.5-1.8 on digits); 20 px per step keeps the test fast;
+    # the mean log-ratio is what the
     # principle predicts to be positive. benchmarks/results/samp.md reports the ratio on 100 digits.
     x, y = digit_batch
     samp = px.get_method("samp")(digits_model, direction="insertion", baseline="zero", step_size=20,
