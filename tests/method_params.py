@@ -69,6 +69,9 @@ _SAMP = [("step_size", 0), ("step_size", 1.5), ("step_size", NAN), ("step_size",
 # the sampling layer's arguments (pathxai.core.sampling), taken by every Monte Carlo method
 _TOL = [("tol", 0), ("tol", -0.1), ("tol", NAN), ("tol", INF), ("tol", "0.05"), ("tol", True), ("sampling", "sobel"),
         ("sampling", 3)]
+# SAMP++'s infinitesimal constraint (eta absolute, eta_fraction relative) and the quadrature tolerance
+_SAMP = _SAMP + [("eta", 0.0), ("eta", -1.0), ("eta", NAN), ("eta_fraction", 0.0), ("eta_fraction", INF),
+                 ("rtol", 0.0), ("rtol", NAN), ("rtol", INF), ("return_path", "yes"), ("quadrature", "gauss")]
 BAD_PARAMS: dict[str, list[tuple[str, object]]] = {
     "ig": [("n_steps", 0), ("n_steps", 2.5), ("n_steps", 10**9), ("method", "simpson"), ("method", None),
            ("baseline", NAN), ("baseline", INF), ("baseline", "nope"), ("baseline", True), ("blur_sigma", 0.0),
