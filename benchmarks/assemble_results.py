@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pathxai.core.files import atomic_write_text
+
 HERE = Path(__file__).parent
 ORDER = [
     ("ig_vs_captum.md", "Core: Integrated Gradients vs Captum (issue 3)"),
@@ -25,6 +27,11 @@ ORDER = [
     ("sift.md", "SIFT-based ablation (issue 10)"),
     ("spiral.md", "Spiral-CNN denoiser (issue 11)"),
     ("runs.md", "Batch runs and Ray (issue 12)"),
+    ("cnn_vs_vit.md", "Bring your own model: every image method on a CNN and a ViT (issue 16)"),
+    ("bench_vit.md", "Bring your own model: overhead of IG and RISE on the ViT (issue 16)"),
+    ("sanity.md", "Sanity checks: model-parameter randomisation (issue 19)"),
+    ("metric_agreement.md", "Metric agreement on the suites (issue 19)"),
+    ("sampling.md", "Sampling methods: error against time, and tol (issue 18)"),
 ]
 COMMANDS = {
     "eval_digits_clutter/table.md": "OMP_NUM_THREADS=1 pathxai evaluate --suite digits-clutter --methods "
@@ -38,6 +45,8 @@ COMMANDS = {
                         "fi,samp,samp++,ablation_path --repeats 2 --no-memory",
     "bench_baselines.md": "OMP_NUM_THREADS=1 pathxai bench --model efficientnet-lite0 --repeats 3 --no-memory; "
                           "pathxai bench --model efficientnet-lite0 --repeats 3   # memory table",
+    "bench_vit.md": "OMP_NUM_THREADS=1 pathxai bench --model clutter-vit --methods ig,rise --repeats 3 "
+                    "--out benchmarks/results/bench_vit.md",
 }
 
 
@@ -74,7 +83,7 @@ def main() -> None:
         text = demote_headings(text)
         body += [text, ""]
         del anchor
-    (HERE / "RESULTS.md").write_text("\n".join(parts + toc + [""] + body) + "\n")
+    atomic_write_text(HERE / "RESULTS.md", "\n".join(parts + toc + [""] + body) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
     python benchmarks/sanity_table.py [--n-images 16] [--methods ig,saliency,...] [--models digits-cnn,...]
                                       [--fast] [--out benchmarks/results/sanity.md]
+                                      [--steps blocks|coarse] [--param rise.n_masks=1000 ...]
+                                      [--exclude "samp++=reason" ...]
 
 For each model and method: the cascading model-parameter randomisation test (:func:`pathxai.sanity.model_randomisation`,
 top layer first; EfficientNet-Lite0 by blocks -- classifier, head, its 16 MBConv blocks, stem -- the way the paper
@@ -16,10 +18,16 @@ randomised, and the random-logit similarity; then the full per-step tables and t
 model, ``sanity_<model>/`` next to it (CSV tables, per-item similarities and the cascading-randomisation figure of
 the first image). Every method runs at its defaults (``--fast``: the contract suite's cheap parameters, for a smoke
 run). A method that cannot run on a model is listed with the reason.
+
+``--steps coarse`` groups the blocks into fewer cascade steps (the classifier alone, the rest of the head, the
+container's blocks in four consecutive groups, the stem), for a model where every method at 22 steps would take
+hours on a CPU; ``--param`` sets one method parameter (stated in the output); ``--exclude`` leaves a method out with
+the reason given (stated in the output).
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import math
 import platform
 import shlex
@@ -63,6 +71,25 @@ def fast_params() -> dict[str, dict]:
     return {k: dict(v) for k, v in FAST_PARAMS.items()}
 
 
+def coarse_steps(model: torch.nn.Module, x: torch.Tensor, n_groups: int = 4) -> list[list[str]]:
+    """Cascade steps, top-down, with fewer entries than ``"blocks"``: the top layer alone, the other layers above
+    the model's main block container as one step, its blocks in ``n_groups`` consecutive groups, the layers below
+    it as one step (each a list of module names for :func:`pathxai.sanity.model_randomisation`)."""
+    r = px.sanity.model_randomisation(model, x[:1], None, method="saliency", layers="blocks", progress=False)
+    order = r.layers     # top-down, as the "blocks" cascade orders them
+    container = max((name.rsplit(".", 1)[0] for name in order if name.rsplit(".", 1)[-1].isdigit()),
+                    key=lambda c: sum(n.startswith(c + ".") for n in order), default=None)
+    in_block = [n.rsplit(".", 1)[-1].isdigit() and n.rsplit(".", 1)[0] == container for n in order]
+    if container is None or sum(in_block) < n_groups:
+        return [[n] for n in order]
+    first, last = in_block.index(True), len(in_block) - 1 - in_block[::-1].index(True)
+    above, blocks, below = order[:first], order[first:last + 1], order[last + 1:]
+    size = math.ceil(len(blocks) / n_groups)
+    steps = [above[:1]] + ([above[1:]] if len(above) > 1 else [])
+    steps += [blocks[i:i + size] for i in range(0, len(blocks), size)]
+    return steps + ([below] if below else [])
+
+
 def run_model(model_name: str, methods: list[str], args: argparse.Namespace, params: dict[str, dict],
               out_dir: Path) -> dict:
     model = px.models.load(model_name)
@@ -73,12 +100,13 @@ def run_model(model_name: str, methods: list[str], args: argparse.Namespace, par
     data = px.data.load_suite(SUITES[model_name], n_images=args.n_images, seed=args.seed)
     x, labels, _ = data.batch()
     batch_size: int | str = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+    layers: str | list[list[str]] = coarse_steps(model, x) if args.steps == "coarse" else "blocks"
     results, logits, skipped, seconds = {}, {}, {}, {}
     for name in methods:
         t0 = time.perf_counter()
         try:
             r = px.sanity.model_randomisation(model, x, labels, method=name, mode="cascading",
-                                              similarity="spearman_abs", layers="blocks", seed=args.seed,
+                                              similarity="spearman_abs", layers=layers, seed=args.seed,
                                               method_params=params.get(name), batch_size=batch_size,
                                               return_maps=1, progress=False)
             rl = px.sanity.random_logit(model, x, labels, method=name, similarity="spearman_abs", seed=args.seed,
@@ -122,13 +150,15 @@ def markdown(runs: dict[str, dict], methods: list[str], args: argparse.Namespace
         "",
         "Cascading randomisation (Adebayo et al. 2018): the layers are re-initialised top-down (classifier first; "
         "EfficientNet-Lite0 block by block), and each cell is the Spearman rank correlation of |maps| between the "
-        "trained model's map and the randomised model's, mean over the images [95 % percentile-bootstrap interval, "
+        "trained model's map and the randomised model's (a step named a+b re-initialises a and b together), mean "
+        "over the images [95 % percentile-bootstrap interval, "
         f"{args.bootstrap} resamples]. Random logit: the map of a random other class against the map of the label. "
         "A similarity that stays high as layers are randomised means the map does not depend on what the model "
         "learnt (it explains the input); a faithful method falls towards 0 once the top layers are randomised.",
         "",
     ]
     excluded = {m: why for m, why in excluded_methods().items() if not args.methods}
+    excluded.update({m: f"left out by --exclude: {why}" for m, why in getattr(args, "excluded", {}).items()})
     if excluded:
         lines += ["Registered methods not in the table: " + "; ".join(f"{m} ({why})" for m, why in excluded.items())
                   + ".", ""]
@@ -167,6 +197,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--fast", action="store_true", help="the contract suite's cheap method parameters")
+    parser.add_argument("--steps", choices=("blocks", "coarse"), default="blocks",
+                        help="cascade steps: every block, or blocks grouped (see the module docstring)")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="one method parameter (a Python literal or a string); repeatable")
+    parser.add_argument("--exclude", action="append", default=[], metavar="METHOD=REASON",
+                        help="leave a method out of the table, with the reason stated; repeatable")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "sanity.md"))
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] or image_methods()
@@ -176,7 +212,21 @@ def main(argv: list[str] | None = None) -> Path:
     unknown = [m for m in models if m not in SUITES]
     if unknown:
         raise SystemExit(f"--models: no bundled images for {unknown}; choose from {', '.join(SUITES)}")
+    excluded = dict(e.split("=", 1) if "=" in e else (e, "excluded") for e in args.exclude)
+    methods = [m for m in methods if m not in excluded]
+    args.excluded = excluded
     params = {m: p for m, p in fast_params().items() if m in methods} if args.fast else {}
+    for item in args.param:
+        key, _, value = item.partition("=")
+        method, _, name = key.partition(".")
+        if not name or not _:
+            raise SystemExit(f"--param: expected METHOD.KEY=VALUE, got {item!r}")
+        px.get_method(method)
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        params.setdefault(method, {})[name] = parsed
     command = "python benchmarks/sanity_table.py " + " ".join(shlex.quote(a) for a in (argv if argv is not None
                                                                                        else sys.argv[1:]))
     out = Path(args.out)

@@ -397,3 +397,15 @@ def test_scorecam_baseline_and_score_options(digits_model, digit_batch):
     assert torch.allclose(logit.extras["baseline_score"], base, atol=1e-5)
     assert torch.allclose(zero.extras["baseline_score"], digits_model(torch.zeros_like(x)).softmax(1)
                           .gather(1, y[:, None])[:, 0].detach(), atol=1e-6)
+
+
+def test_deeplift_on_a_bundled_model_whose_gradcam_layer_is_a_relu():
+    """The clutter CNN names its last ReLU as its Grad-CAM layer; registered as a second submodule it made Captum hook
+    that ReLU twice ("used more than once in the network")."""
+    from captum.attr import DeepLift as CaptumDeepLift
+
+    model = px.models.load("digits-clutter-cnn")
+    x = px.data.clutter_dataset("test", 2, seed=0)[0]
+    ours = px.get_method("deeplift")(model, batch_size=2).explain(x, [1, 2]).attribution
+    ref = CaptumDeepLift(model.net.eval()).attribute(x, target=[1, 2])
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)

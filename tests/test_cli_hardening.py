@@ -442,3 +442,12 @@ def test_run_and_report_errors_from_the_store_are_one_line(tmp_path):
     assert result.exit_code == 2 and "--trust-model-file" in result.output
     result = runner.invoke(app, pickled + ["--out", str(tmp_path / "p2"), "--trust-model-file"])
     assert result.exit_code == 0, result.output
+
+
+def test_bench_feeds_every_bundled_image_model_an_input_of_its_shape():
+    """`pathxai bench --model clutter-vit` used to feed a 28 x 28 digit to a 64 x 64 model."""
+    from pathxai.cli import _bench_input
+
+    for name, shape in [("digits-cnn", (1, 1, 28, 28)), ("digits-clutter-cnn", (1, 1, 64, 64))]:
+        x = _bench_input(px.models.load(name))
+        assert tuple(x.shape) == shape and x.dtype == torch.float32

@@ -349,3 +349,77 @@ def test_cli_denoise_train_and_eval(tmp_path) -> None:
     assert bad.exit_code != 0 and "arch" in bad.output
     bad = runner.invoke(app, ["denoise", "eval", str(tmp_path)])
     assert bad.exit_code != 0 and "config.json" in bad.output
+
+
+# ----------------------------------------------------------------------------------------------- controls and measures
+class _OffsetFlip(torch.nn.Module):
+    """``offset + scale * flip(x)``: a constant plus a non-equivariant part (a mirror image)."""
+
+    def __init__(self, offset: float, scale: float) -> None:
+        super().__init__()
+        self.offset, self.scale = offset, scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.offset + self.scale * torch.flip(x, dims=(-1,))
+
+
+def test_equivariance_deviation_does_not_reward_a_constant_output() -> None:
+    data = eq.make_cryo_em(size=25, n_train=1, n_val=8, snr=1.0, seed=2)
+    x, angles = data.val_noisy, eq.equivariance_angles(8)
+    inner = torch.from_numpy(eq.disc_mask(25, 0.8))
+    flip = eq.equivariance_error(_OffsetFlip(0.0, 1.0), x, angles, inner, normalise="deviation")
+    # a large constant plus a small mirror image: the |F(x)| measure calls it nearly equivariant (what is left is
+    # the zero-padded rotation's rim error on the constant, ~0.016 here) ...
+    mostly_constant = _OffsetFlip(100.0, 1e-2)
+    old = eq.equivariance_error(mostly_constant, x, angles, inner, normalise="norm")
+    new = eq.equivariance_error(mostly_constant, x, angles, inner, normalise="deviation")
+    assert old < 0.05 < 0.5 < flip
+    # ... the deviation measure sees the mirror image as it is: the offset cancels, the scale divides out
+    assert new == pytest.approx(flip, rel=1e-3)
+    assert eq.equivariance_error(mostly_constant, x, angles, data.mask, normalise="deviation") > 0.5
+    # an exactly constant output has no structure to be equivariant: NaN, not ~0
+    assert math.isnan(eq.equivariance_error(_OffsetFlip(3.0, 0.0), x, angles, inner, normalise="deviation"))
+    assert eq.equivariance_error(_OffsetFlip(3.0, 0.0), x, angles, inner, normalise="norm") < 0.05
+    # an exactly equivariant map still scores ~0 (what is left: the rotation's rim error on the subtracted mean,
+    # measured 0.005-0.007 on the inner disc), and the training records use the deviation measure
+    assert eq.equivariance_error(torch.nn.Identity(), data.val_clean, angles, inner, normalise="deviation") < 0.02
+    rec = eq.evaluate(mostly_constant, data, n_equivariance=8)
+    assert rec["equivariance_inner"] > 0.5
+    with pytest.raises(ValueError, match="normalise"):
+        eq.equivariance_error(torch.nn.Identity(), x, angles, inner, normalise="mean")
+
+
+def test_held_out_validation_molecules_are_disjoint_and_training_unchanged() -> None:
+    from pathxai.equivariant.data import make_molecules, make_val_molecules
+
+    shared = eq.make_cryo_em(size=17, n_train=12, n_val=6, snr=1 / 4, n_molecules=3, seed=5)
+    held = eq.make_cryo_em(size=17, n_train=12, n_val=6, snr=1 / 4, n_molecules=3, n_val_molecules=2, seed=5)
+    assert torch.equal(held.train_noisy, shared.train_noisy) and torch.equal(held.train_clean, shared.train_clean)
+    assert not torch.equal(held.val_clean, shared.val_clean)
+    train_mols, val_mols = make_molecules(held.config), make_val_molecules(held.config)
+    assert len(train_mols) == 3 and len(val_mols) == 2
+    for v in val_mols:
+        assert all(v.centres.shape != t.centres.shape or not np.allclose(v.centres, t.centres) for t in train_mols)
+    # n_val_molecules = 0 is the old split: validation shows the training molecules
+    assert [m.centres.tolist() for m in make_val_molecules(shared.config)] == [m.centres.tolist() for m in train_mols]
+    with pytest.raises(ValueError, match="n_val_molecules"):
+        eq.make_cryo_em(n_val_molecules=-1)
+
+
+def test_cartesian_prefilter_is_the_blur_control() -> None:
+    torch.manual_seed(0)
+    plain = eq.CartesianDenoiser(channels=4, depth=3).eval()
+    blurred = eq.CartesianDenoiser(channels=4, depth=3, prefilter=1.0).eval()
+    blurred.load_state_dict(plain.state_dict())                   # the blur has no parameters
+    x = torch.randn(2, 1, 17, 17)
+    with torch.no_grad():
+        torch.testing.assert_close(blurred(x), plain(GaussianBlur(1.0)(x)))
+    assert eq.count_parameters(blurred) == eq.count_parameters(plain) == eq.count_parameters(
+        eq.SpiralDenoiser(17, channels=4, depth=3, prefilter=1.0))
+    from pathxai.equivariant.experiment import RunConfig, build_model
+
+    cfg = RunConfig(arch="cartesian", prefilter=1.0, size=17)
+    assert cfg.label() == "cartesian+blur1" and build_model(cfg).prefilter.sigma == 1.0
+    assert RunConfig.from_dict({"arch": "spiral"}).n_val_molecules == 0      # runs saved before held-out molecules
+    with pytest.raises(ValueError, match="prefilter"):
+        RunConfig(arch="steerable", prefilter=1.0)

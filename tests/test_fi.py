@@ -350,3 +350,12 @@ def test_text_sentiment_model_and_fi_finds_the_sentiment_word():
     r = px.metrics.negative_perturbation(model, x, token_scores, y, baseline=model.unk_embedding, valid=real)
     r_rev = px.metrics.negative_perturbation(model, x, -token_scores, y, baseline=model.unk_embedding, valid=real)
     assert r.consistency_auc.mean() > r_rev.consistency_auc.mean() + 0.2
+
+
+def test_a_covariance_with_zero_variance_is_refused_clearly():
+    from pathxai.methods.fisher import ConvCovariance
+
+    model, x, y = tiny_model(), tiny_x(), [0, 2, 1]
+    cov = ConvCovariance.fit(x[:1], size=3)        # one sample: centred data are all zero
+    with pytest.raises(ValueError, match="zero mean variance"):
+        FunctionalInformation(model, n_samples=2, covariance=cov, batch_size=4).explain(x, y)

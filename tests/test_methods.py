@@ -69,7 +69,7 @@ def test_smoothgrad_equals_a_plain_loop_with_the_same_noise(digits_model, digit_
     x, y = digit_batch
     n, level, seed = 6, 0.2, 3
     ours = px.get_method("smoothgrad")(digits_model, n_samples=n, noise_level=level, seed=seed,
-                                       batch_size=4).explain(x, y)
+                                       batch_size=4, sampling="mc").explain(x, y)
     for i in range(x.shape[0]):
         sigma = level * float(x[i].max() - x[i].min())
         total = torch.zeros_like(x[i])
@@ -82,7 +82,7 @@ def test_smoothgrad_equals_a_plain_loop_with_the_same_noise(digits_model, digit_
 
 def test_vargrad_and_smoothgrad_sq_are_moments_of_the_same_gradients(digits_model, digit_batch):
     x, y = digit_batch
-    kw = dict(n_samples=5, seed=1, batch_size=3)
+    kw = dict(n_samples=5, seed=1, batch_size=3, sampling="mc")
     mean = px.get_method("smoothgrad")(digits_model, **kw).explain(x, y).attribution
     sq = px.get_method("smoothgrad_sq")(digits_model, **kw).explain(x, y).attribution
     var = px.get_method("vargrad")(digits_model, **kw).explain(x, y).attribution
@@ -137,7 +137,8 @@ def test_gradcam_layer_by_name(digits_model, digit_batch):
 def test_rise_equals_a_plain_loop_over_the_same_masks(digits_model, digit_batch):
     x, y = digit_batch
     n_masks, seed = 30, 5
-    ours = px.get_method("rise")(digits_model, n_masks=n_masks, seed=seed, batch_size=8).explain(x, y).attribution
+    ours = px.get_method("rise")(digits_model, n_masks=n_masks, seed=seed, batch_size=8,
+                                 sampling="mc").explain(x, y).attribution
     masks = rise_masks(torch.arange(n_masks), seed, 28, 28, grid=7, p=0.5)
     with torch.no_grad():
         for i in range(x.shape[0]):

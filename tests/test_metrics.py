@@ -450,3 +450,139 @@ def test_registry_and_metadata():
     assert metrics.describe_metrics()["pointing_game"].needs_model is False
     with pytest.raises(ValueError, match="unknown metric"):
         metrics.get_metric("roar")
+
+
+# ----------------------------------------------------------------------------------------------- SAMP authors' convention
+from pathxai.metrics import perturbation
+
+
+def contrast_model() -> nn.Module:
+    """f(x) = 3 x0 + 2 x1 - 2 x2 - 2 x3 + 0.5 on a 2x2 image: removing the positive pixels first drives the logit
+    below 0, inserting them first drives it above f(x)."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 1).double())
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[3.0, 2.0, -2.0, -2.0]], dtype=torch.float64))
+        model[1].bias.fill_(0.5)
+    return model
+
+
+def test_samp_authors_hand_computed_ratio_and_mean():
+    model = contrast_model()
+    x = torch.ones(1, 1, 2, 2, dtype=torch.float64)
+    sal = torch.tensor([[[4.0, 3.0], [2.0, 1.0]]], dtype=torch.float64)
+    # one pixel per step; the default score of the convention is the logit: f(x) = 1.5, f(0) = 0.5
+    d = metrics.deletion(model, x, sal, 0, step_pixels=1, normalisation="samp_authors")
+    i = metrics.insertion(model, x, sal, 0, step_pixels=1, baseline="zero", normalisation="samp_authors")
+    assert d.raw_curve[0].tolist() == pytest.approx([1.5, -1.5, -3.5, -1.5, 0.5])
+    assert d.curve[0].tolist() == pytest.approx([1, -1, -7 / 3, -1, 1 / 3])          # logit / f(x)
+    assert float(d.score[0]) == pytest.approx(-3 / 5)      # mean of the 5 points, not the trapezoid (-11/12)
+    assert i.curve[0].tolist() == pytest.approx([1 / 3, 7 / 3, 11 / 3, 7 / 3, 1])
+    assert float(i.score[0]) == pytest.approx(29 / 15)
+    assert d.averaging == i.averaging == "mean" and d.meta["score"] == "logit"
+    # the same curve under the ratio normalisation keeps the trapezoid area: only the averaging differs
+    r = metrics.deletion(model, x, sal, 0, steps=4, score="logit", normalisation="input")
+    assert r.curve[0].tolist() == pytest.approx(d.curve[0].tolist())
+    assert float(r.score[0]) == pytest.approx(-11 / 12) and r.averaging == "trapezoid"
+
+
+def curve_at(model: nn.Module, x: torch.Tensor, base: torch.Tensor, sal: torch.Tensor, cls: int,
+             n_pixels: list[int], kind: str) -> list[float]:
+    """Logit of ``cls`` (a linear model, C = 1) with the first n ranked pixels changed, for each n."""
+    lin = model[1]
+    wvec, bias = lin.weight[cls].tolist(), float(lin.bias[cls].detach())
+    xs, bs, order = x.flatten().tolist(), base.flatten().tolist(), ranked(sal)
+    out = []
+    for n in n_pixels:
+        changed = set(order[:n])
+        inserted = [(xs[j] if j in changed else bs[j]) for j in range(len(xs))]
+        deleted = [(bs[j] if j in changed else xs[j]) for j in range(len(xs))]
+        vals = deleted if kind == "deletion" else inserted
+        out.append(bias + sum(wj * vj for wj, vj in zip(wvec, vals)))
+    return out
+
+
+def test_samp_authors_step_rule_10_pixels_on_28x28_and_uneven_last_step():
+    torch.manual_seed(4)
+    model = linear_model(1, 28, 28, k=3, seed=5)
+    x = torch.rand(1, 1, 28, 28, dtype=torch.float64)
+    sal = torch.randn(1, 28, 28, dtype=torch.float64)
+    with torch.no_grad():
+        cls = int(model(x).argmax())
+    d = metrics.deletion(model, x, sal, None, normalisation="samp_authors")     # the predicted class, 10 px a step
+    n_pixels = [min(10 * k, 784) for k in range(80)]                          # 79 steps, the last one 4 pixels
+    assert d.curve.shape == (1, 80) and d.n_pixels.tolist() == n_pixels
+    assert d.fractions.tolist() == pytest.approx([n / 784 for n in n_pixels])
+    want = curve_at(model, x[0], torch.zeros_like(x[0]), sal[0], cls, n_pixels, "deletion")
+    assert d.raw_curve[0].tolist() == pytest.approx(want, abs=1e-9)
+    assert float(d.score[0]) == pytest.approx(sum(v / want[0] for v in want) / 80, abs=1e-12)
+    assert d.meta["target"] == [cls] and d.meta["step_pixels"] == 10
+    # 3 pixels a step on 4x4: ceil(16 / 3) = 6 steps, with any normalisation
+    small = linear_model(1, 4, 4, seed=6)
+    xs, ss = torch.rand(1, 1, 4, 4, dtype=torch.float64), torch.rand(1, 4, 4, dtype=torch.float64)
+    r = metrics.insertion(small, xs, ss, 1, step_pixels=3, baseline="zero", score="logit")
+    assert r.n_pixels.tolist() == [0, 3, 6, 9, 12, 15, 16]
+    assert r.curve[0].tolist() == pytest.approx(curve_at(small, xs[0], torch.zeros_like(xs[0]), ss[0], 1,
+                                                         [0, 3, 6, 9, 12, 15, 16], "insertion"), abs=1e-10)
+    assert perturbation.samp_authors_step_pixels(28, 28) == 10 and perturbation.samp_authors_step_pixels(32, 32) == 10
+    assert perturbation.samp_authors_step_pixels(224, 224) == 224 * 8
+
+
+def test_samp_authors_blur_is_rise_kernel_with_zero_padding():
+    from scipy.ndimage import gaussian_filter
+    from scipy.signal import convolve2d
+
+    def reference(img: np.ndarray, klen: int, sigma: float) -> np.ndarray:
+        delta = np.zeros((klen, klen))
+        delta[klen // 2, klen // 2] = 1
+        kern = gaussian_filter(delta, sigma)                     # RISE's gkern (2-D, reflect mode)
+        return convolve2d(img, kern, mode="same", boundary="fill", fillvalue=0.0)
+
+    torch.manual_seed(7)
+    x = torch.rand(2, 3, 28, 28, dtype=torch.float64)
+    got = perturbation.samp_authors_blur(x)                      # 28x28: klen 11, sigma 5
+    want = np.stack([[reference(x[n, c].numpy(), 11, 5.0) for c in range(3)] for n in range(2)])
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
+    assert float(got[0, 0, 0, 0]) < float(got[0, 0, 14, 14])   # zero padding darkens the corner
+    big = torch.rand(1, 1, 40, 40, dtype=torch.float64)           # larger than 32x32: klen 31
+    np.testing.assert_allclose(perturbation.samp_authors_blur(big, sigma=5.0)[0, 0].numpy(),
+                               reference(big[0, 0].numpy(), 31, 5.0), atol=1e-12)
+    # it is the convention's default insertion start: one step from the blur to x
+    model = linear_model(1, 28, 28, k=2, seed=8)
+    xx, sal = x[:, :1], torch.rand(2, 28, 28, dtype=torch.float64)
+    r = metrics.insertion(model, xx, sal, 0, step_pixels=784, normalisation="samp_authors")
+    with torch.no_grad():
+        start = model(perturbation.samp_authors_blur(xx))[:, 0]
+        full = model(xx)[:, 0]
+    assert r.raw_curve[:, 0].tolist() == pytest.approx(start.tolist(), abs=1e-10)
+    assert r.curve[:, 0].tolist() == pytest.approx((start / full).tolist(), abs=1e-10)
+
+
+def test_samp_authors_bad_arguments():
+    model = linear_model(1, 4, 4)
+    x = torch.rand(1, 1, 4, 4, dtype=torch.float64)
+    sal = torch.rand(1, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="either steps.*or step_pixels"):
+        metrics.deletion(model, x, sal, steps=4, step_pixels=2)
+    with pytest.raises(ValueError, match="step_pixels must be an integer >= 1"):
+        metrics.insertion(model, x, sal, step_pixels=0, normalisation="samp_authors")
+    with pytest.raises(ValueError, match="klen must be odd"):
+        perturbation.samp_authors_blur(x, klen=4)
+    with torch.no_grad():
+        model[1].weight.zero_()
+        model[1].bias.zero_()
+    with pytest.warns(RuntimeWarning, match="samp_authors.*score at the full input, which is 0"):
+        r = metrics.deletion(model, x, sal, 0, normalisation="samp_authors")
+    assert torch.isnan(r.score).all()
+
+
+def test_samp_authors_runs_where_the_model_is():
+    from device_check import VirtualDevice, format_violations
+
+    model = tiny_cnn()
+    x = torch.rand(2, 1, 12, 12)
+    sal = torch.rand(2, 12, 12)
+    with VirtualDevice(model) as mode:
+        d = metrics.deletion(model, x, sal, None, normalisation="samp_authors", batch_size=4)
+        i = metrics.insertion(model, x, sal, None, normalisation="samp_authors", batch_size=4)
+    assert not mode.violations, "\n" + format_violations(mode.violations)
+    assert d.curve.shape == i.curve.shape == (2, 16)   # 144 pixels, 10 a step: 15 steps

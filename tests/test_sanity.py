@@ -227,6 +227,16 @@ def test_cascading_reinitialises_exactly_the_layers_named_in_order():
     assert r.layers == ["3", "1"]
     assert [_changed(s, trained) for s in RecordParams.snapshots[1:]] == [{"3"}, {"3", "1"}]
 
+    # a group of names is one step that re-initialises all of them at once
+    RecordParams.snapshots.clear()
+    r = S.model_randomisation(model, x, 0, method=RecordParams, mode="cascading", layers=[["5", "3"], "1"])
+    assert r.layers == ["5+3", "1"] and r.step_layers == [["5", "3"], ["1"]]
+    assert [_changed(s, trained) for s in RecordParams.snapshots[1:]] == [{"5", "3"}, {"5", "3", "1"}]
+    with pytest.raises(TypeError, match="non-empty groups"):
+        S.model_randomisation(model, x, 0, method=RecordParams, layers=[[], "1"])
+    with pytest.raises(ValueError, match="name each layer once"):
+        S.model_randomisation(model, x, 0, method=RecordParams, layers=[["5", "3"], "3"])
+
 
 def test_independent_reinitialises_one_layer_at_a_time_with_the_cascades_weights():
     model, x = mlp(), images()

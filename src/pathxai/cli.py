@@ -657,7 +657,9 @@ def evaluate(
     n_images: Optional[int] = typer.Option(None, "--n-images", "-n", help="Images from the suite (default: all)."),
     steps: int = typer.Option(50, "--steps", help="Points of the insertion/deletion curves."),
     normalisation: str = typer.Option("none", "--normalisation",
-                                      help="Insertion/deletion curve: none (RISE), input, or samp (SAMP paper)."),
+                                      help="Insertion/deletion curve: none (RISE), input, samp (affine, ours) or "
+                                           "samp_authors (the SAMP authors' logit ratio and mean; the steps and "
+                                           "baselines stay evaluate's)."),
     batch_size: str = typer.Option("auto", "--batch-size", "-b", help="Chunk size, or 'auto'."),
     seed: int = typer.Option(0, "--seed", help="Seed of the suite and of stochastic methods."),
     param: List[str] = typer.Option([], "--param", "-p", help="METHOD.KEY=VALUE, e.g. -p rise.n_masks=1000."),
@@ -695,6 +697,27 @@ def evaluate(
                f"pointing tolerance {result.settings['pointing_tolerance_px']:.1f} px")
     typer.echo(result.format_table())
     typer.echo("wrote " + ", ".join(str(f) for f in files))
+
+
+def _bench_input(net: Any) -> "torch.Tensor":
+    """One input the model takes, from the bundled data: a digits-clutter canvas for 64 x 64 grey models, a digit
+    for 28 x 28 grey ones, else the chelsea photo through the model's own preprocessing (or resized to its input)."""
+    import pathxai as px
+
+    shape = getattr(net, "input_shape", None)
+    if isinstance(shape, tuple) and len(shape) == 3 and shape[0] == 1:
+        if tuple(shape[1:]) == (px.data.CLUTTER_SIZE, px.data.CLUTTER_SIZE):
+            return px.data.clutter_dataset("test", 1, seed=0)[0]
+        import torch.nn.functional as F
+
+        digit = px.data.digits("test")[0][:1]
+        return digit if tuple(shape[1:]) == tuple(digit.shape[2:]) else \
+            F.interpolate(digit, size=tuple(shape[1:]), mode="bilinear", align_corners=False)
+    photo = px.data.sample_images(["chelsea"])[0].image
+    if hasattr(net, "preprocess"):
+        return net.preprocess(photo)
+    size = tuple(shape[1:]) if isinstance(shape, tuple) and len(shape) == 3 else (224, 224)
+    return px.models.image_to_tensor(photo, size)
 
 
 # Cheaper-than-default parameters the benchmark uses unless overridden (stated in its output).
@@ -738,12 +761,7 @@ def bench(
         raise ValueError(f"--out must name a file for the tables, but {out} is a folder")
     bs = _parse_batch_size(batch_size)
     net = _load_model(model, trust_model_file, weights, device)
-    if model.startswith("efficientnet"):
-        photo = px.data.sample_images(["chelsea"])[0].image
-        x = (net.preprocess(photo) if hasattr(net, "preprocess")
-             else px.models.image_to_tensor(photo, tuple(net.input_shape[1:])))
-    else:
-        x = px.data.digits("test")[0][:1]
+    x = _bench_input(net)
     rows, mems = [], []
     for name in names:
         params = {**BENCH_DEFAULTS.get(name, {}), **overrides.get(name, {})}

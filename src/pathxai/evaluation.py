@@ -7,8 +7,9 @@ Conventions (stated in every output):
 - ``insertion`` starts, on photos, from a Gaussian blur of the image (σ = 5 px at 224 px, RISE's choice, since a
   black photo is far from the data) and, on the digit suites, from black, their natural empty background (a blurred
   digit is still recognised by the models, which would saturate every curve); ``deletion`` ends at black. Both use
-  the target's softmax probability with ``steps`` points and normalisation ``none`` (RISE); ``--normalisation samp``
-  gives the SAMP paper's convention.
+  the target's softmax probability with ``steps`` points and normalisation ``none`` (RISE); ``--normalisation
+  samp_authors`` gives the SAMP authors' curve and average (logit / f(x), mean of the points; the steps and baselines
+  stay these), ``samp`` our affine rescaling (see :mod:`pathxai.metrics.perturbation`).
 - ``pointing``: the TorchRay pointing game against the suite's object masks (boxes where no mask is known), with the
   15 px tolerance of 224 px images scaled to the image side (4.3 px at 64 px).
 - ``sensitivity_n``: Pearson correlation between attribution sums and output drops over random pixel subsets,
@@ -300,7 +301,8 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
                        "insertion_baseline": (f"blur sigma={blur_sigma:g}px" if insertion_baseline == "blur"
                                               else insertion_baseline),
                        "deletion_baseline": "zero",
-                       "score": "softmax", "seed": seed, "batch_size": batch_size, "n_images": len(data),
+                       "score": "logit" if normalisation.lower() == "samp_authors" else "softmax", "seed": seed,
+                       "batch_size": batch_size, "n_images": len(data),
                        "method_params": method_params or {}, "pointing_accuracy": {}}
     for name, cls in classes.items():
         method = cls(model, batch_size=batch_size, seed=seed, progress=progress,

@@ -374,23 +374,30 @@ def _resolve_steps(model: torch.nn.Module, layers: Any, x: torch.Tensor | None
         raise ValueError("layers must name at least one module (None for every parameterised layer)")
     canonical = _canonical_names(model)
     steps, seen = [], {}
-    for name in layers:
-        if not isinstance(name, str):
-            raise TypeError(f"layers must hold module names (strings), got {name!r}")
-        try:
-            module = model.get_submodule(name)
-        except AttributeError:
-            shown = ", ".join(all_layers[:12]) + (", ..." if len(all_layers) > 12 else "")
-            raise ValueError(f"layers: the model has no module named {name!r}; its parameterised layers: "
-                             f"{shown}") from None
-        members = _subtree(all_layers, canonical.get(id(module), name))
-        if not members:
-            raise ValueError(f"layers: module {name!r} ({type(module).__name__}) holds no parameters to randomise")
-        for m in members:
-            if m in seen:
-                raise ValueError(f"layers: {name!r} and {seen[m]!r} both contain layer {m!r}; name each layer once")
-            seen[m] = name
-        steps.append((name, members))
+    for entry in layers:
+        # a step is one module name, or a group of names re-initialised together (e.g. several blocks at once)
+        names = [entry] if isinstance(entry, str) else entry
+        if not isinstance(names, Sequence) or len(names) == 0 or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"layers must hold module names (strings) or non-empty groups of them, got {entry!r}")
+        members: list[str] = []
+        for name in names:
+            try:
+                module = model.get_submodule(name)
+            except AttributeError:
+                shown = ", ".join(all_layers[:12]) + (", ..." if len(all_layers) > 12 else "")
+                raise ValueError(f"layers: the model has no module named {name!r}; its parameterised layers: "
+                                 f"{shown}") from None
+            inside = _subtree(all_layers, canonical.get(id(module), name))
+            if not inside:
+                raise ValueError(f"layers: module {name!r} ({type(module).__name__}) holds no parameters to "
+                                 "randomise")
+            for m in inside:
+                if m in seen:
+                    raise ValueError(f"layers: {name!r} and {seen[m]!r} both contain layer {m!r}; name each layer "
+                                     "once")
+                seen[m] = name
+            members += inside
+        steps.append((names[0] if len(names) == 1 else "+".join(names), members))
     return steps
 
 
@@ -546,7 +553,8 @@ def model_randomisation(model: torch.nn.Module, x: torch.Tensor, target: TargetL
         mode: ``"cascading"`` (top layers first, accumulating) or ``"independent"`` (one layer at a time).
         similarity: ``"spearman_abs"``, ``"spearman"``, ``"ssim"`` or ``"hog"`` (see :func:`similarity`).
         layers: ``None`` / ``"all"`` (every parameterised layer, top-down), ``"blocks"`` (see :func:`block_layers`)
-            or module names, randomised in the order given (a container stands for every layer inside it).
+            or module names, randomised in the order given (a container stands for every layer inside it); an
+            entry that is a list of names is one step re-initialising all of them (its name joins theirs by "+").
         seed: seeds the re-initialisation (per layer) and the method.
         return_maps: keep the maps: ``True`` for every item, an int k for the first k items, ``False`` for none.
         on_step: called as ``on_step(step_index, step_name)`` after each step (progress reporting).

@@ -452,6 +452,7 @@ class BatchedEvaluator:
         show = self.progress if self.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=total, desc=desc or ("gradients" if grad else "forward"), unit="eval", leave=False,
                    disable=not show, delay=2.0)
+        self._progress_bar = bar   # for progress_note while the caller consumes the chunks
         start = 0
         try:
             while start < total:
@@ -475,6 +476,14 @@ class BatchedEvaluator:
                 start = stop
         finally:
             bar.close()
+            self._progress_bar = None
+
+    def progress_note(self, text: str) -> None:
+        """Show ``text`` after the running progress bar (e.g. a sampling method's current relative error); a no-op
+        when no bar is shown."""
+        bar = getattr(self, "_progress_bar", None)
+        if bar is not None and not bar.disable:
+            bar.set_postfix_str(text, refresh=False)
 
     def _with_backoff(self, start: int, stop: int, work: Callable[[int, int], Any], grad: bool,
                       sample_shape: Sequence[int], desc: str | None) -> Iterator[tuple[int, int, Any]]:

@@ -18,7 +18,8 @@ denoise_app = typer.Typer(add_completion=False, no_args_is_help=True, rich_marku
 # every score the denoiser commands print is an error: say which way is better
 LOWER_IS_BETTER = ("lower is better for every score: val MSE/noisy (denoised MSE over the noisy input's; < 1 means "
                    "the denoiser helps), NMSE (MSE over the clean signal's power; 1 = predicting zeros), "
-                   "equivariance (|F(rotated x) - rotated F(x)| / |F(x)| on the disc; r<0.8: on the inner disc)")
+                   "equivariance (|F(rotated x) - rotated F(x)| / |F(x) - mean F(x)| on the disc, so a constant "
+                   "output is not rewarded; r<0.8: on the inner disc)")
 
 
 @denoise_app.command("train")
@@ -29,6 +30,8 @@ def train_cmd(
     n_train: int = typer.Option(1500, "--n-train", help="Training images."),
     n_val: int = typer.Option(300, "--n-val", help="Validation images."),
     n_molecules: int = typer.Option(8, "--n-molecules", help="Distinct random 3-D molecules in the data set."),
+    n_val_molecules: int = typer.Option(8, "--n-val-molecules", help="Held-out molecules the validation images show "
+                                                                     "(0 = the training molecules)."),
     noise: str = typer.Option("gaussian", "--noise", help="gaussian | poisson."),
     epochs: int = typer.Option(6, "--epochs", help="Training epochs."),
     batch_size: int = typer.Option(32, "--batch-size", "-b", help="Images per training step."),
@@ -40,8 +43,8 @@ def train_cmd(
     rotations: int = typer.Option(8, "--rotations", help="Steerable: the group C_N."),
     augment: bool = typer.Option(False, "--augment/--no-augment", help="Random rotations of each training pair "
                                                                        "every epoch."),
-    prefilter: float = typer.Option(0.0, "--prefilter", help="Spiral only: Gaussian anti-aliasing blur of the "
-                                                             "input in pixels (0 = the thesis' plain network)."),
+    prefilter: float = typer.Option(0.0, "--prefilter", help="Spiral and cartesian: Gaussian anti-aliasing blur of "
+                                                             "the input in pixels (0 = the thesis' plain network)."),
     seed: int = typer.Option(0, "--seed", help="Seed for data, initialisation and batch order."),
     threads: int = typer.Option(0, "--threads", help="torch threads (0 = torch's default)."),
     out: Path = typer.Option(Path("pathxai-out/denoise"), "--out", "-o", help="Run directory to write."),
@@ -55,7 +58,8 @@ def train_cmd(
         torch.set_num_threads(threads)
     # a bad setting raises ValueError/TypeError here, which the app reports in one line (exit code 2)
     config = RunConfig(arch=arch, snr=snr, size=size, n_train=n_train, n_val=n_val,  # type: ignore[arg-type]
-                       n_molecules=n_molecules, noise=noise, epochs=epochs, batch_size=batch_size, lr=lr,
+                       n_molecules=n_molecules, n_val_molecules=n_val_molecules, noise=noise, epochs=epochs,
+                       batch_size=batch_size, lr=lr,
                        channels=channels, depth=depth, kernel_size=kernel_size, fields=fields,
                        rotations=rotations, augment=augment, prefilter=prefilter, seed=seed)
     config.data_config()

@@ -21,8 +21,11 @@ Gaussian tails) zero there anyway. Each clean image is scaled to unit mean power
   ``contrast = 0.1`` that is 1.6 electrons per pixel, a realistic low dose; the noise is signal-dependent and discrete.
 
 Everything is seeded per item (:mod:`pathxai.core.seeding`): sample ``i`` of a split is the same whatever the split's
-size. Training and validation samples show the same molecules (as in a real data set, many copies of few molecules)
-under different orientations and noise.
+size. With ``n_val_molecules = 0`` training and validation samples show the same ``n_molecules`` molecules (as in a
+real data set, many copies of few molecules) under different orientations and noise; with ``n_val_molecules = k > 0``
+the validation samples show ``k`` *held-out* molecules instead, molecules ``n_molecules .. n_molecules + k - 1`` of the
+same seeded stream, disjoint from the training ones, so validation measures generalisation to unseen molecules
+(the training split is the same either way).
 """
 from __future__ import annotations
 
@@ -88,13 +91,14 @@ class CryoEMConfig:
     n_val: int = 500
     snr: float = 1 / 64
     n_molecules: int = 8
+    n_val_molecules: int = 0
     n_blobs: tuple[int, int] = (8, 20)
     noise: str = "gaussian"
     contrast: float = 0.1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("size", "n_train", "n_val", "n_molecules", "seed"):
+        for name in ("size", "n_train", "n_val", "n_molecules", "n_val_molecules", "seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
                 raise TypeError(f"{name} must be an int, got {type(v).__name__}")
@@ -103,6 +107,9 @@ class CryoEMConfig:
         if self.n_train < 1 or self.n_val < 1 or self.n_molecules < 1:
             raise ValueError(f"n_train, n_val and n_molecules must be >= 1, got "
                              f"{self.n_train}, {self.n_val}, {self.n_molecules}")
+        if self.n_val_molecules < 0:
+            raise ValueError(f"n_val_molecules must be >= 0 (0 = validate on the training molecules), got "
+                             f"{self.n_val_molecules}")
         if not (isinstance(self.snr, (int, float)) and math.isfinite(self.snr) and self.snr > 0):
             raise ValueError(f"snr must be a positive finite number, got {self.snr!r}")
         if self.noise not in ("gaussian", "poisson"):
@@ -135,9 +142,20 @@ class CryoEMData:
 
 
 def make_molecules(config: CryoEMConfig) -> list[Molecule]:
-    """The ``config.n_molecules`` molecules that all samples of a data set show."""
+    """The ``config.n_molecules`` molecules of the training split (and of the validation split when
+    ``config.n_val_molecules == 0``)."""
     return [random_molecule(numpy_rng(config.seed, "cryo-molecule", i), config.n_blobs)
             for i in range(config.n_molecules)]
+
+
+def make_val_molecules(config: CryoEMConfig) -> list[Molecule]:
+    """The molecules the validation split shows: the training ones when ``config.n_val_molecules == 0``, else the
+    held-out molecules ``n_molecules .. n_molecules + n_val_molecules - 1`` of the same seeded stream."""
+    if config.n_val_molecules == 0:
+        return make_molecules(config)
+    first = config.n_molecules
+    return [random_molecule(numpy_rng(config.seed, "cryo-molecule", i), config.n_blobs)
+            for i in range(first, first + config.n_val_molecules)]
 
 
 def _sample(config: CryoEMConfig, molecules: list[Molecule], split: str, i: int,
@@ -168,11 +186,11 @@ def make_cryo_em(config: CryoEMConfig | None = None, **overrides: object) -> Cry
         config = CryoEMConfig(**{**config.to_dict(), **overrides})  # type: ignore[arg-type]
     if not isinstance(config, CryoEMConfig):
         raise TypeError(f"config must be a CryoEMConfig, got {type(config).__name__}")
-    molecules = make_molecules(config)
+    molecules = {"train": make_molecules(config), "val": make_val_molecules(config)}
     mask = disc_mask(config.size)
     out = {}
     for split, n in (("train", config.n_train), ("val", config.n_val)):
-        pairs = [_sample(config, molecules, split, i, mask) for i in range(n)]
+        pairs = [_sample(config, molecules[split], split, i, mask) for i in range(n)]
         out[f"{split}_clean"] = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None]).float()
         out[f"{split}_noisy"] = torch.from_numpy(np.stack([p[1] for p in pairs])[:, None]).float()
     return CryoEMData(config=config, mask=torch.from_numpy(mask), **out)

@@ -46,8 +46,10 @@ def parse_snr(value: str | float) -> float:
 @dataclass
 class RunConfig:
     """Everything that defines a run (data, architecture, training). ``fields = 0`` picks the steerable network's
-    number of regular fields so its parameter count is closest to the cartesian one's; ``prefilter`` (spiral only)
-    is the input's Gaussian anti-aliasing blur in pixels (0 = the thesis' plain spiral network)."""
+    number of regular fields so its parameter count is closest to the cartesian one's; ``prefilter`` (spiral and
+    cartesian) is the input's Gaussian anti-aliasing blur in pixels (0 = the thesis' plain networks; on the
+    cartesian network it is the control for the spiral's). ``n_val_molecules`` > 0 validates on that many held-out
+    molecules (disjoint molecule seeds, see :mod:`.data`); 0 validates on the training molecules."""
 
     arch: str = "spiral"
     snr: float = 1 / 64
@@ -55,6 +57,7 @@ class RunConfig:
     n_train: int = 1500
     n_val: int = 300
     n_molecules: int = 8
+    n_val_molecules: int = 8
     noise: str = "gaussian"
     epochs: int = 6
     batch_size: int = 32
@@ -73,19 +76,26 @@ class RunConfig:
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
         self.snr = parse_snr(self.snr)
+        if not (isinstance(self.prefilter, (int, float)) and math.isfinite(self.prefilter) and self.prefilter >= 0):
+            raise ValueError(f"prefilter must be a non-negative number of pixels, got {self.prefilter!r}")
+        if self.arch == "steerable" and self.prefilter > 0:
+            raise ValueError("prefilter applies to the spiral and cartesian networks, not to arch='steerable'")
 
     def data_config(self) -> CryoEMConfig:
         return CryoEMConfig(size=self.size, n_train=self.n_train, n_val=self.n_val, snr=self.snr,
-                            n_molecules=self.n_molecules, noise=self.noise, seed=self.seed)
+                            n_molecules=self.n_molecules, n_val_molecules=self.n_val_molecules, noise=self.noise,
+                            seed=self.seed)
 
     def label(self) -> str:
-        pre = f"+blur{self.prefilter:g}" if self.arch == "spiral" and self.prefilter > 0 else ""
+        pre = f"+blur{self.prefilter:g}" if self.prefilter > 0 else ""
         return self.arch + pre + ("+aug" if self.augment else "")
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        d = {k: v for k, v in d.items() if k in known}
+        d.setdefault("n_val_molecules", 0)   # runs saved before held-out validation molecules existed
+        return cls(**d)
 
 
 def matched_fields(channels: int, depth: int, kernel_size: int, rotations: int) -> int:
@@ -109,7 +119,8 @@ def build_model(config: RunConfig, input_scale: float = 1.0) -> nn.Module:
             return SpiralDenoiser(config.size, config.channels, config.depth, config.kernel_size,
                                   input_scale=input_scale, prefilter=config.prefilter)
         if config.arch == "cartesian":
-            return CartesianDenoiser(config.channels, config.depth, config.kernel_size, input_scale=input_scale)
+            return CartesianDenoiser(config.channels, config.depth, config.kernel_size, input_scale=input_scale,
+                                     prefilter=config.prefilter)
         k = config.fields or matched_fields(config.channels, config.depth, config.kernel_size, config.rotations)
         config.fields = k
         torch.manual_seed(config.seed)

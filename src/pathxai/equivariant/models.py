@@ -148,11 +148,18 @@ class SpiralDenoiser(nn.Module):
 
 class CartesianDenoiser(nn.Module):
     """A plain CNN on the pixel grid with the same layer structure as :class:`SpiralDenoiser`:
-    ``(N, 1, H, W) -> (N, 1, H, W)``, ``k x k`` convolutions with zero padding, batch norm and ReLU."""
+    ``(N, 1, H, W) -> (N, 1, H, W)``, ``k x k`` convolutions with zero padding, batch norm and ReLU.
 
-    def __init__(self, channels: int = 16, depth: int = 5, kernel_size: int = 3, input_scale: float = 1.0) -> None:
+    ``prefilter``: standard deviation (pixels) of the same isotropic Gaussian low-pass :class:`SpiralDenoiser` can
+    apply to its input (0 = none). It is the control for the spiral network's prefilter: the blur alone, without
+    the spiral, makes a network's first layer see a smoother, more nearly rotation-covariant input.
+    """
+
+    def __init__(self, channels: int = 16, depth: int = 5, kernel_size: int = 3, input_scale: float = 1.0,
+                 prefilter: float = 0.0) -> None:
         super().__init__()
         _check_arch_args(channels, depth, kernel_size)
+        self.prefilter = GaussianBlur(prefilter)
         self.input_scale = float(input_scale)
         pad = kernel_size // 2
         layers: list[nn.Module] = [nn.Conv2d(1, channels, kernel_size, padding=pad, bias=False),
@@ -165,7 +172,7 @@ class CartesianDenoiser(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_images(x)
-        return self.body(x / self.input_scale)
+        return self.body(self.prefilter(x) / self.input_scale)
 
 
 class _SteerableWrapper(nn.Module):

@@ -5,8 +5,13 @@ bounds its functional entropy under a Gaussian measure ``mu = N(x, Sigma)`` by t
 
     Ent_mu(f) <= 1/2 I_mu(f),   I_mu(f) = E_{z~mu}[ <Sigma grad f(z), grad f(z)> / f(z) ]          (paper Eq. 10-11)
 
-and FI scores feature i by its term of that sum (Eq. 13, *with* the division by f that the paper derives and the
-authors' published code leaves out):
+and FI scores feature i by its term of that sum (Eq. 13, with the division by f). The authors' public code
+(github.com/nitaytech/FunctionalExplanation, ``fi_code/fi.py``) divides by f too: ``functional_information`` averages
+``grads ** 2 / outputs`` and ``covariance_functional_information`` averages ``cov_grads * grads / outputs``. Their f
+is ``outputs_activation_func(model(z))``: the raw output unless the caller passes an activation (their demo notebook
+passes ``torch.nn.Softmax``), and their SmoothGrad, SmoothGrad-Squared and VarGrad are computed from the same
+gradients of the same f -- so compare FI with those methods on one function (benchmarks/fi_table.py does, for the
+softmax and for the logit):
 
     independent form (Eq. 9, Sigma = sigma^2 I for the sampling):   a_i = E_{z~N(x, sigma^2 I)}[ (d_i f(z))^2 / f(z) ]
     covariance form (Eq. 13):                                       a_i = E_{z~N(x, Sigma)}[ (Sigma grad f(z))_i d_i f(z) / f(z) ]
@@ -33,8 +38,13 @@ Covariances (all ``Sigma = A A^T`` with a factor ``A`` used to sample ``z = x + 
 - :class:`ClassCovariance` -- one covariance per class (the paper estimates Sigma per explained class).
 
 Scale: with ``covariance_scale="relative"`` (default) the covariance is rescaled per sample so that its mean variance
-``trace(Sigma) / d`` equals ``(noise_level * (max x - min x))^2``, the paper's sigma relative to the data range
-(0.15 by default, as in the paper and the SmoothGrad convention); ``"absolute"`` uses Sigma as given.
+``trace(Sigma) / d`` equals ``(noise_level * (max x - min x))^2``; ``"absolute"`` uses Sigma as given. The paper
+states no noise level. ``noise_level = 0.15`` of the value range is SmoothGrad's convention (Smilkov et al. 2017
+recommend 10-20 %; pathxai's SmoothGrad uses the same rule), chosen here so that FI and the SmoothGrad family see the
+same noise. The authors' code has a different 0.15: its ``var_spread = 0.15`` multiplies a *variance* -- without a
+covariance it samples ``N(x, 0.15 Var(x) I)``, ``Var(x)`` the variance of the sample's own values (noise std about
+0.39 std(x)); with a covariance it samples ``N(x, 0.15 Sigma)`` (the Cholesky factor times sqrt(0.15)) while the
+score's ``Sigma grad f`` uses Sigma unscaled.
 
 Feature subsets (Corollary 4.2): ``subset`` (a bool mask of the input's sample shape) explains only those features,
 sampling them from the Gaussian conditioned on the other features fixed at their values in x:
@@ -51,9 +61,15 @@ import torch
 import torch.nn.functional as F
 
 from ..core import Method, Target, accumulate_rows, item_generator, item_gradients, register_method
+from ..core.sampling import (NOISE_SAMPLINGS, GaussianNoise, ReplicateMoments, SampleBlocks, SamplingMixin,
+                             ToleranceStop, check_sampling, check_tol, gradient_rounds, relative_error, round_up,
+                             warn_cap_reached)
 from ..core.validation import check_fraction, check_positive_int
 
 MAX_DENSE = 8192
+#: draws per independent group (replicate) for each noise sampling (:mod:`pathxai.core.sampling`)
+NOISE_GROUPS = {"mc": 1, "antithetic": 2, "sobol": 8}
+NOISE_BLOCK = 8   # samples per aligned statistics block; the stopping rule is checked after each
 
 
 class Covariance:
@@ -379,12 +395,13 @@ _FITTERS = {"conv": ConvCovariance.fit, "dense": DenseCovariance.fit, "token": T
 
 
 @register_method
-class FunctionalInformation(Method):
+class FunctionalInformation(SamplingMixin, Method):
     """Functional Fisher information attributions (Gat et al., ICML 2022); see the module docstring for the math.
 
     Args:
-        n_samples: Gaussian samples per input (default 100).
-        noise_level: sigma as a fraction of each input's value range (max - min); paper: 0.15.
+        n_samples: Gaussian samples per input (default 100); the cap with ``tol``.
+        noise_level: sigma as a fraction of each input's value range (max - min); 0.15 = SmoothGrad's
+            convention (the paper gives no value; the authors' code scales a variance by 0.15 instead).
         covariance: ``None`` (independent form, Eq. 9), a :class:`Covariance`, or a :class:`ClassCovariance`
             (covariance form, Eq. 13, with the covariance of each sample's target class).
         covariance_scale: ``"relative"`` (rescale Sigma to mean variance ``(noise_level * range)^2``) or
@@ -392,8 +409,17 @@ class FunctionalInformation(Method):
         subset: bool mask of the sample shape: explain only these features, conditioning on the others
             (Corollary 4.2); attributions outside the subset are 0.
     Attribution: (N, *sample shape); (N, C, H, W) for images, saliency = sum over channels.
+        sampling: how eps ~ N(0, I) is drawn (:mod:`pathxai.core.sampling`): ``"mc"`` (iid, bit for bit earlier
+            versions' results), ``"antithetic"`` (pairs eps, -eps, so z = x +- A eps) or ``"sobol"`` (scrambled
+            Sobol nets of 8 draws through the inverse normal CDF; at most 21,201 features). Default: see
+            :attr:`sampling_default`. Non-``"mc"`` samplings round ``n_samples`` up to whole groups (2 or 8).
+        tol: stop each input once the relative standard error of its attribution (RMS standard error over the map /
+            the map's range) is below ``tol``, checked every 8 samples; ``n_samples`` is the cap.
     Extras: ``"information"`` (N,) the Monte Carlo functional Fisher information (sum of the attribution; the
-    log-Sobolev bound is ``Ent <= information / 2``), ``"noise_std"`` (N,) sigma per sample, ``"mean_f"`` (N,).
+    log-Sobolev bound is ``Ent <= information / 2``), ``"noise_std"`` (N,) sigma per sample, ``"mean_f"`` (N,),
+    ``"stderr"`` (N, *sample shape) the attribution's standard error from the same samples (independent groups:
+    one draw for ``"mc"``, a pair, a Sobol net). ``meta``: ``samples_used`` (per input), ``relative_error``,
+    ``tol_reached``.
     """
 
     name = "fi"
@@ -403,12 +429,18 @@ class FunctionalInformation(Method):
     saliency_reduction = "sum"
     input_ndim = (2, 3, 4)
     input_expected = "(N, C, H, W) or (N, L, D) or (N, C, T) or (N, D)"
+    #: the default ``sampling``: the most accurate measured on the digits-clutter CNN (benchmarks/results/sampling.md)
+    sampling_default = "mc"
 
     def __init__(self, model: Any, *, n_samples: int = 100, noise_level: float = 0.15,
                  covariance: Covariance | ClassCovariance | None = None, covariance_scale: str = "relative",
-                 subset: torch.Tensor | None = None, **kwargs: Any) -> None:
+                 subset: torch.Tensor | None = None, sampling: str | None = None, tol: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
-        self.n_samples = check_positive_int(n_samples, "n_samples")
+        self.sampling = check_sampling(self.sampling_default if sampling is None else sampling, NOISE_SAMPLINGS)
+        self.group = NOISE_GROUPS[self.sampling]
+        self.tol = check_tol(tol)
+        self.n_samples = round_up(check_positive_int(n_samples, "n_samples"), self.group)
         self.noise_level = check_fraction(noise_level, "noise_level", high=10.0)
         # sigma 0 leaves no noise to average over (the relative scale would report a misleading "constant sample")
         if self.noise_level == 0 and covariance_scale != "absolute":
@@ -435,7 +467,8 @@ class FunctionalInformation(Method):
         return {"n_samples": self.n_samples, "noise_level": self.noise_level,
                 "covariance": None if cov is None else type(cov).__name__,
                 "covariance_scale": self.covariance_scale,
-                "subset": None if self.subset is None else int(self.subset.sum())}
+                "subset": None if self.subset is None else int(self.subset.sum()), "sampling": self.sampling,
+                "tol": self.tol}
 
     def _covariances(self, x: torch.Tensor, target: Target) -> tuple[list[Covariance], torch.Tensor]:
         """One covariance object per sample (shared objects) and the per-sample scale c with Sigma_i = c_i^2 Sigma."""
@@ -463,6 +496,10 @@ class FunctionalInformation(Method):
             cc, mv = cache[id(c)]
             covs.append(cc)
             if self.covariance_scale == "relative":
+                if not mv > 0:   # e.g. a covariance fitted on one image: every centred sample is 0
+                    raise ValueError(f"covariance has zero mean variance for inputs of shape {shape} (was it fitted "
+                                     "on a single sample?); fit it on several samples, or use "
+                                     "covariance_scale='absolute'")
                 scale[i] = float(sigma[i]) / math.sqrt(mv)
             noise_std[i] = float(scale[i]) * math.sqrt(mv)
         self._noise_std = noise_std
@@ -494,14 +531,89 @@ class FunctionalInformation(Method):
                                for i, j in zip(s, k)]).to(x.dtype)
             return x[s] + c[s].view((-1,) + (1,) * len(shape)) * per_group(s, "factor", eps)
 
-        total = torch.zeros_like(x)
-        f_total = torch.zeros(n, dtype=x.dtype, device=x.device)
-        for s, _, log_f, g in item_gradients(self.evaluator, target, n, self.n_samples, build, sample_shape=shape,
-                                             score_kind=kind, desc=self.name):
-            f = log_f.exp()  # g = grad log f, so (Sigma grad f)_i grad_i f / f = f (Sigma g)_i g_i
-            weight = f if self.covariance is None else f * c[s] ** 2
-            accumulate_rows(total, s, per_group(s, "apply", g) * g, weights=weight)
-            accumulate_rows(f_total, s, f)
-        attribution = total / self.n_samples
+        moments = [ReplicateMoments(1, shape, x.device) for _ in range(n)]
+        blocks = SampleBlocks(n, self.n_samples, NOISE_BLOCK)
+
+        def add_row(i: int, j: int, value: torch.Tensor) -> list[ReplicateMoments]:
+            """Buffer one sample's term; merge its block of replicates when complete (returns the merged)."""
+            done = []
+            for _, rows in blocks.add(i, j, value):
+                moments[i].add(torch.stack(rows).view(-1, self.group, 1, *shape).mean(1))
+                done.append(moments[i])
+            return done
+
+        if self.sampling == "mc" and self.tol is None:
+            # the paper's estimator over all inputs at once, exactly as earlier versions computed it
+            total = torch.zeros_like(x)
+            f_total = torch.zeros(n, dtype=x.dtype, device=x.device)
+            for s, kk, log_f, g in item_gradients(self.evaluator, target, n, self.n_samples, build, sample_shape=shape,
+                                                  score_kind=kind, desc=self.name):
+                f = log_f.exp()  # g = grad log f, so (Sigma grad f)_i grad_i f / f = f (Sigma g)_i g_i
+                weight = f if self.covariance is None else f * c[s] ** 2
+                rows = per_group(s, "apply", g) * g
+                accumulate_rows(total, s, rows, weights=weight)
+                accumulate_rows(f_total, s, f)
+                for row in range(rows.shape[0]):
+                    add_row(int(s[row]), int(kk[row]), rows[row] * weight[row])
+            attribution = total / self.n_samples
+            stderr = torch.stack([moments[i].stderr(0) for i in range(n)])
+            self._record_sampling([self.n_samples] * n, relative_error(attribution, stderr), None)
+            return attribution, {"information": attribution.flatten(1).sum(1), "noise_std": self._noise_std,
+                                 "mean_f": f_total / self.n_samples, "stderr": stderr.to(x.dtype)}
+
+        estimates, errors, mean_f, used, final_error, unreached = [], [], [], [], [], []
+        for i in range(n):
+            stop = ToleranceStop(self.tol, self.n_samples, "samples", self.name, self.evaluator)
+            noise = None if self.sampling == "mc" else GaussianNoise(self.seed, "fi", i, shape, self.sampling,
+                                                                     self.group, x.device)
+            total_i = torch.zeros_like(x[i])
+            f_sum, count, stopped = torch.zeros((), dtype=x.dtype, device=x.device), 0, False
+
+            def make(start: int, stop_: int, i: int = i, noise: GaussianNoise | None = noise) -> torch.Tensor:
+                j = torch.arange(start, stop_)
+                if noise is None:
+                    eps = torch.stack([torch.randn(shape, device=x.device, generator=item_generator(
+                        self.seed, "fi", i * self.n_samples + int(jj), x.device)) for jj in j])
+                else:
+                    eps = noise.draws(j)
+                return x[i:i + 1] + c[i] * covs[i].factor_apply(eps.to(x.dtype))
+
+            def score(out: torch.Tensor, start: int, stop_: int, i: int = i) -> torch.Tensor:
+                return target.score(out, torch.full((stop_ - start,), i, dtype=torch.long), kind=kind)  # type: ignore
+
+            for start, stop_, log_f, g in gradient_rounds(self.evaluator, self.n_samples, make, score,
+                                                          round_size=None if self.tol is None else 2 * NOISE_BLOCK,
+                                                          sample_shape=shape, desc=self.name):
+                f = log_f.exp()
+                weight = f if self.covariance is None else f * c[i] ** 2
+                rows = covs[i].apply(g) * g
+                for row in range(rows.shape[0]):
+                    value = rows[row] * weight[row]
+                    total_i += value
+                    f_sum += f[row]
+                    count += 1
+                    for mom in add_row(i, start + row, value):
+                        est = total_i / count if self.sampling == "mc" else mom.mean[0]
+                        if stop.check(est[None], mom.stderr(0)[None], mom.count):
+                            stopped = True
+                            break
+                    if stopped:
+                        break
+                if stopped:
+                    break
+            est = total_i / count if self.sampling == "mc" else moments[i].mean[0]
+            se = moments[i].stderr(0)
+            estimates.append(est)
+            errors.append(se)
+            mean_f.append(f_sum / count)
+            used.append(count)
+            final_error.append(float(relative_error(est[None], se[None])[0]))
+            if self.tol is not None and not stopped:
+                unreached.append(i)
+        if unreached:
+            warn_cap_reached(self.name, self.tol, self.n_samples, "samples",  # type: ignore[arg-type]
+                             max(final_error[i] for i in unreached), unreached if len(unreached) < n else ())
+        self._record_sampling(used, final_error, None if self.tol is None else not unreached)
+        attribution = torch.stack(estimates).to(x.dtype)
         return attribution, {"information": attribution.flatten(1).sum(1), "noise_std": self._noise_std,
-                             "mean_f": f_total / self.n_samples}
+                             "mean_f": torch.stack(mean_f), "stderr": torch.stack(errors).to(x.dtype)}

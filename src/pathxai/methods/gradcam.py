@@ -54,7 +54,9 @@ def is_channels_last_norm(module: nn.Module, out: torch.Tensor) -> bool:
     timm's ``LayerNorm2d`` normalises the channels of (N, C, h, w) maps and is not one."""
     if not is_norm(module) or "2d" in type(module).__name__.lower():
         return False
-    shape = getattr(module, "normalized_shape", None) or getattr(module, "weight", torch.empty(0)).shape
+    shape = getattr(module, "normalized_shape", None)
+    if shape is None and isinstance(getattr(module, "weight", None), torch.Tensor):
+        shape = module.weight.shape
     return not shape or tuple(shape)[-1] == out.shape[-1]
 
 
@@ -66,7 +68,10 @@ def is_attention(module: nn.Module) -> bool:
 
 def transformer_blocks(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(qualified name, module)`` of every transformer block in module order: a module with a direct attention
-    child and a direct norm child (timm ``Block``/``SwinTransformerBlock``, transformers ``ViTLayer``/``SwinLayer``...)."""
+    child and a direct norm child (timm ``Block``, ``SwinTransformerBlock``; transformers ``ViTLayer``, ``SwinLayer``).
+
+    A post-norm block (``nn.TransformerEncoderLayer(norm_first=False)``) counts too; its first norm then comes after
+    the attention."""
     blocks = []
     for name, module in model.named_modules():
         children = list(module.children())

@@ -79,19 +79,21 @@ image's pixels (default: median, γ = 1.0, the paper's choice from Sec. 5.4). Se
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, NamedTuple, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
-from ..core import Method, Target, item_generator, item_outputs, register_method
+from ..core import Method, Target, item_outputs, register_method
 from ..core.limits import Cost
+from ..core.sampling import (BLOCK, BlockStream, MaskedMean, ReplicateMoments, SamplingMixin, ToleranceStop,
+                             bilinear_weights as _bilinear_weights, check_tol, expected_cell_weights, relative_error,
+                             smooth_masks)
 from ..core.validation import check_finite_float, check_fraction, check_model_output, check_positive_int
 
 SimilarityLike = Union[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]
 
-BLOCK = 64  # masks per accumulation block (and per mask-generation block)
-SAMPLINGS = ("iid", "antithetic", "stratified")
+SAMPLINGS = ("iid", "antithetic", "stratified", "mc")   # "mc" (every sampling method's plain Monte Carlo) = "iid"
 ESTIMATORS = ("mean", "weighted")
 AGGREGATIONS = ("median", "mean")
 PAPER_N_MASKS = 3000
@@ -132,35 +134,6 @@ def error_bound(n_masks: int, delta: float = 0.01, value_range: float = 1.0) -> 
 # masks
 
 
-def _cells(index: torch.Tensor, seed: int, n_cells: int, p: float, sampling: str, stratum: int,
-           stream: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Binary cells (n, n_cells) float and, for grids, one generator-derived uniform pair (n, 2) for the shift.
-
-    Random numbers are drawn per item (iid), per pair (antithetic) or per stratum (stratified), each from its own
-    generator, so a mask never depends on which other masks are requested with it.
-    """
-    idx = index.to(torch.long)
-    group = {"iid": 1, "antithetic": 2, "stratified": stratum}[sampling]
-    groups, pos = idx // group, idx % group
-    cells = torch.empty(len(idx), n_cells)
-    shifts = torch.empty(len(idx), 2)
-    for g_id in torch.unique(groups).tolist():
-        g = item_generator(seed, f"{stream}-{sampling}-{group}", g_id)
-        if sampling == "iid":
-            c = (torch.rand(1, n_cells, generator=g) < p).float()
-        elif sampling == "antithetic":
-            u = torch.rand(n_cells, generator=g)
-            c = torch.stack([(u < p).float(), ((1.0 - u) < p).float()])
-        else:
-            ranks = torch.rand(group, n_cells, generator=g).argsort(0).argsort(0)   # a random order per cell
-            counts = torch.floor(p * group + torch.rand(n_cells, generator=g))      # E[count] = p * group
-            c = (ranks < counts).float()
-        sel = groups == g_id
-        cells[sel] = c[pos[sel]]
-        shifts[sel] = torch.rand(2, generator=g)  # one shift per group
-    return cells, shifts
-
-
 def relax_masks(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid: int = 7, p: float = 0.5,
                 sampling: str = "iid", stratum: int = 8, stream: str = "relax",
                 device: torch.device | str | None = None) -> torch.Tensor:
@@ -177,7 +150,8 @@ def masks_and_cells(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid
                     sampling: str = "iid", stratum: int = 8, stream: str = "relax",
                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`relax_masks` and the binary cells they were made from: ``(masks (n, *shape), cells (n, n_cells))``
-    with n_cells = grid² for images (row-major) and L for tokens, both float32 on ``device``.
+    with n_cells = grid² for images (row-major) and L for tokens, both float32 on ``device``
+    (:func:`pathxai.core.sampling.smooth_masks`; ``"mc"`` is ``"iid"``).
 
     The random draws (cells, shifts) are tiny and made on the host, so every device gets the same masks; the
     upsampling runs on ``device``."""
@@ -185,50 +159,8 @@ def masks_and_cells(index: torch.Tensor, seed: int, shape: tuple[int, ...], grid
         raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     grid, p = check_positive_int(grid, "grid"), check_fraction(p, "p")
     stratum = check_positive_int(stratum, "stratum")
-    if len(shape) == 1:
-        cells, _ = _cells(index, seed, int(shape[0]), p, sampling, stratum, stream)
-        cells = cells.to(device)
-        return cells, cells
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (H, W) or (L,), got {tuple(shape)}")
-    height, width = int(shape[0]), int(shape[1])
-    cells, shifts = _cells(index, seed, grid * grid, p, sampling, stratum, stream)
-    cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
-    dy = (shifts[:, 0] * cell_h).long().clamp_max(cell_h - 1)
-    dx = (shifts[:, 1] * cell_w).long().clamp_max(cell_w - 1)
-    # bilinear upsampling is separable: crop(up(C)) = A_y[dy:dy+H] @ C @ A_x[dx:dx+W]^T, computed for the crop only
-    a_y = _bilinear_weights((grid + 1) * cell_h, grid)[dy[:, None] + torch.arange(height)].to(device)  # (n, H, grid)
-    a_x = _bilinear_weights((grid + 1) * cell_w, grid)[dx[:, None] + torch.arange(width)].to(device)   # (n, W, grid)
-    cells = cells.to(device)
-    out = torch.bmm(torch.bmm(a_y, cells.view(-1, grid, grid)), a_x.transpose(1, 2))
-    return out.clamp_(0.0, 1.0), cells
-
-
-def expected_cell_weights(shape: tuple[int, ...], grid: int = 7) -> torch.Tensor:
-    """(n_cells, P) float64: E_shift[w_c(pixel)], the bilinear weight of cell c at each pixel averaged over the
-    uniform shift -- so that E[B_c M_ij] = p² + p (1 - p) w̄_c(ij) for Bernoulli(p) cells B. Tokens: the identity."""
-    if len(shape) == 1:
-        return torch.eye(int(shape[0]), dtype=torch.float64)
-    height, width = int(shape[0]), int(shape[1])
-    cell_h, cell_w = math.ceil(height / grid), math.ceil(width / grid)
-    a_y = _bilinear_weights((grid + 1) * cell_h, grid).double()
-    a_x = _bilinear_weights((grid + 1) * cell_w, grid).double()
-    mean_y = torch.stack([a_y[dy:dy + height] for dy in range(cell_h)]).mean(0)   # (H, grid)
-    mean_x = torch.stack([a_x[dx:dx + width] for dx in range(cell_w)]).mean(0)    # (W, grid)
-    return torch.einsum("ia,jb->abij", mean_y, mean_x).reshape(grid * grid, height * width)
-
-
-def _bilinear_weights(out_len: int, in_len: int) -> torch.Tensor:
-    """(out_len, in_len) matrix of ``F.interpolate(..., mode="bilinear", align_corners=False)`` along one axis."""
-    src = ((torch.arange(out_len, dtype=torch.float64) + 0.5) * (in_len / out_len) - 0.5).clamp_min(0.0)
-    i0 = src.floor().long().clamp_max(in_len - 1)
-    i1 = (i0 + 1).clamp_max(in_len - 1)
-    lam = src - i0.to(torch.float64)
-    a = torch.zeros(out_len, in_len, dtype=torch.float64)
-    rows = torch.arange(out_len)
-    a.index_put_((rows, i0), 1.0 - lam, accumulate=True)
-    a.index_put_((rows, i1), lam, accumulate=True)
-    return a.float()
+    return smooth_masks(index, seed, shape, grid, p, "iid" if sampling == "mc" else sampling, stratum, stream,
+                        device)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -278,67 +210,6 @@ def masked_similarities(similarity: Callable[[torch.Tensor, torch.Tensor], torch
 
 # ---------------------------------------------------------------------------------------------------------------
 # streaming statistics
-
-
-class BlockStream:
-    """Masks in aligned blocks of ``BLOCK``: made on demand, their scores collected as model outputs arrive, and
-    each block handed out once all its scores are in, in mask order.
-
-    Accumulating whole aligned blocks (never model chunks) is what makes the streamed statistics independent of
-    ``batch_size``; only the blocks in flight are kept (items arrive in order, so at most two are open).
-
-    Args:
-        n_images: images scored with every mask.
-        n_masks: masks in all.
-        make: mask indices (k,) -> a tuple of tensors with k rows each (e.g. masks and the cells they came from).
-    """
-
-    def __init__(self, n_images: int, n_masks: int,
-                 make: Callable[[torch.Tensor], tuple[torch.Tensor, ...]]) -> None:
-        self.n_images, self.n_masks, self.make = n_images, n_masks, make
-        self._data: dict[int, tuple[torch.Tensor, ...]] = {}
-        self._scores: dict[int, torch.Tensor] = {}
-
-    def _index(self, b: int) -> torch.Tensor:
-        return torch.arange(b * BLOCK, min((b + 1) * BLOCK, self.n_masks))
-
-    def data(self, b: int) -> tuple[torch.Tensor, ...]:
-        """The tensors of block ``b`` (made once, kept until the block is handed out)."""
-        if b not in self._data:
-            self._data[b] = self.make(self._index(b))
-        return self._data[b]
-
-    def rows(self, index: torch.Tensor, part: int = 0) -> torch.Tensor:
-        """Rows ``index`` (k,) (increasing) of tensor ``part`` of the blocks: (k, ...)."""
-        blk = index // BLOCK
-        first, last = int(blk[0]), int(blk[-1])
-        if first == last:
-            return self.data(first)[part][index - first * BLOCK]
-        return torch.cat([self.data(b)[part][index[blk == b] - b * BLOCK] for b in range(first, last + 1)])
-
-    def add(self, image: torch.Tensor, mask: torch.Tensor, scores: torch.Tensor
-            ) -> list[tuple[torch.Tensor, tuple[torch.Tensor, ...], torch.Tensor]]:
-        """Record ``scores`` (k,) of (``image`` (k,), ``mask`` (k,)) pairs and return the blocks completed so far as
-        ``(mask indices (m,), block tensors, scores (n_images, m) float64)``, in order (each exactly once)."""
-        blk = mask // BLOCK
-        for b in torch.unique(blk).tolist():
-            size = min(BLOCK, self.n_masks - b * BLOCK)
-            buf = self._scores.setdefault(b, torch.full((self.n_images, size), float("nan"), dtype=torch.float64,
-                                                        device=scores.device))
-            sel = blk == b
-            buf[image[sel], mask[sel] - b * BLOCK] = scores[sel].to(torch.float64)
-        done = []
-        for b in sorted(self._scores):
-            if torch.isnan(self._scores[b]).any():  # scores are checked finite: NaN means "not evaluated yet"
-                break
-            done.append((self._index(b), self.data(b), self._scores.pop(b)))
-            self._data.pop(b, None)
-        return done
-
-    def close(self) -> None:
-        """Raise if some mask was never scored."""
-        if self._scores:  # pragma: no cover - every item was evaluated
-            raise RuntimeError("internal error: some masks were not evaluated")
 
 
 class MaskedMoments:
@@ -471,6 +342,76 @@ class CellControlVariate:
         return total / n_total
 
 
+class ImportanceStderr:
+    """Standard error of RELAX's importance from the same masks (:mod:`pathxai.core.sampling`).
+
+    The groups of masks (one iid mask, an antithetic pair, a stratum) are independent replicates. ``"mean"``
+    (Eq. 2): the replicate formula on the group means (1/K) Σ s M of :class:`~pathxai.core.sampling.MaskedMean`.
+    When the control variate is on, the *returned* standard error is that of RELAX's cross-fitted estimate
+    (:meth:`RELAX._cross_fitted_stderr`, one pass over the masks made again at the end); while streaming (the
+    ``tol`` checks) the replicates are corrected with the *past-fitted* cell regression instead (coefficients must
+    be known when a block arrives): an estimator of the same importance whose early blocks use fewer (or no) past
+    masks, so its standard error is at least the cross-fitted one's and ``tol`` errs on the side of more masks.
+    ``"weighted"``
+    (Eq. 12, a ratio R = Σ s M / Σ M): the delta method on the replicate moments of (Σ s M, Σ M),
+    Var(R) ≈ (C_AA - 2 R C_AB + R² C_BB) / B̄².
+    """
+
+    def __init__(self, n_images: int, n_pixels: int, group: int, estimator: str, basis: torch.Tensor | None,
+                 p: float, device: torch.device | str | None = None) -> None:
+        self.estimator, self.group, self.n_images = estimator, group, n_images
+        if estimator == "mean":
+            self.mean = MaskedMean(n_images, n_pixels, group, basis, p, device)
+        else:
+            self.ratio = ReplicateMoments(2, (n_images, n_pixels), device)
+
+    def add_block(self, cells: torch.Tensor, masks: torch.Tensor, scores: torch.Tensor) -> None:
+        """One aligned block: ``cells`` (K, n_cells), ``masks`` (K, P), ``scores`` (n_images, K)."""
+        if self.estimator == "mean":
+            self.mean.add_block(cells, masks, scores)
+            return
+        k = masks.shape[0]
+        g = k // self.group
+        m = masks.to(torch.float64).view(g, self.group, -1)
+        num = torch.einsum("ngk,gkp->gnp", scores.to(torch.float64).view(self.n_images, g, self.group), m) / self.group
+        den = m.mean(1).unsqueeze(1).expand_as(num)
+        self.ratio.add(torch.stack([num, den], 1))
+
+    @property
+    def replicates(self) -> int:
+        return self.mean.replicates if self.estimator == "mean" else self.ratio.count
+
+    def estimate(self) -> torch.Tensor:
+        """(n_images, P) the importance the standard error belongs to (float64)."""
+        if self.estimator == "mean":
+            return self.mean.estimate()
+        num, den = self.ratio.mean[0], self.ratio.mean[1]
+        return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(num))
+
+    def stderr(self) -> torch.Tensor:
+        """(n_images, P) float64 standard error of the importance."""
+        if self.estimator == "mean":
+            return self.mean.stderr()
+        r = self.estimate()
+        den = self.ratio.mean[1]
+        var = self.ratio.covariance_of_mean(0) - 2 * r * self.ratio.covariance_of_mean(0, 1) \
+            + r * r * self.ratio.covariance_of_mean(1)
+        safe = torch.where(den > 0, den, torch.ones_like(den))
+        return torch.where(den > 0, var.clamp_min(0.0).sqrt() / safe, torch.zeros_like(var))
+
+
+class RelaxSample(NamedTuple):
+    """What :meth:`RELAX.sample` streamed: the statistics and the standard error of the importance."""
+
+    moments: MaskedMoments
+    representation: torch.Tensor
+    mean_similarity: torch.Tensor
+    control_variate: "CellControlVariate | None"
+    stderr: torch.Tensor
+    used: int
+    stopped: bool
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # U-RELAX
 
@@ -510,7 +451,7 @@ def u_relax(importance: torch.Tensor, uncertainty: torch.Tensor, gamma: float = 
 
 
 @register_method
-class RELAX(Method):
+class RELAX(SamplingMixin, Method):
     """RELAX: importance of each pixel (or token) for an encoder's representation, with its uncertainty.
 
     The model is an encoder ``x (n, ...) -> representation (n, ...)`` (flattened to (n, D)); no target is taken.
@@ -522,8 +463,10 @@ class RELAX(Method):
         grid: mask cells per side h = w (paper: 7). p: probability that a cell is kept (paper: 0.5).
         similarity: ``"cosine"`` (Eq. 3, the paper's), ``"dot"`` or a callable ``(h, h_masked) -> (n,)``.
         estimator: ``"mean"`` (Eq. 2 / Eq. 9) or ``"weighted"`` (Eq. 12-13, Algorithm 1, relax-xai).
-        sampling: ``"stratified"`` (default), ``"iid"`` (the paper's) or ``"antithetic"`` (see the module doc);
-            stratified / antithetic round ``n_masks`` up to a multiple of ``stratum`` / 2.
+        sampling: ``"stratified"`` (default), ``"iid"`` (the paper's masks) or ``"antithetic"`` (see the module
+            doc); ``"mc"``, the name every sampling method uses for its paper's plain Monte Carlo, is ``"iid"`` with
+            the control variate off unless ``control_variate=True`` (Eq. 2 as written). Stratified / antithetic
+            round ``n_masks`` up to a multiple of ``stratum`` / 2.
         stratum: masks per stratum for ``sampling="stratified"`` (a divisor of 64).
         baseline: what masked-out inputs become: x ⊙ M + baseline ⊙ (1 - M). 0 (the paper's zeros), a number,
             or a tensor broadcastable to one input (C, H, W) / (L, D).
@@ -531,9 +474,15 @@ class RELAX(Method):
             (:class:`CellControlVariate`): unbiased, ~2x fewer masks for the same error. ``"auto"`` (default):
             on for ``estimator="mean"`` once there are enough masks to fit it (≥ 4 (cells + 1): 200 masks at
             grid 7, so on at the paper's 3,000), see :meth:`uses_control_variate`.
+        tol: stop once the importance's relative standard error (:func:`pathxai.core.sampling.relative_error`:
+            RMS standard error over the map / the map's range, checked every 64 masks) is below ``tol`` for every
+            input; ``n_masks`` (or Theorem 1's N from ``tolerance``) is then the cap (a warning says when it is
+            reached first). ``None`` (default): run all ``n_masks``.
     Attribution: (N, 1, H, W) importance for images, (N, L) for token inputs (N, L, D).
-    Extras: ``uncertainty`` (same shape), ``mask_weight`` (H, W) or (L,) = Σ_n M_n, ``mean_similarity`` (N,),
+    Extras: ``uncertainty`` (same shape), ``stderr`` (same shape: the importance's standard error from the same
+    masks, see :meth:`sample`), ``mask_weight`` (H, W) or (L,) = Σ_n M_n, ``mean_similarity`` (N,),
     ``representation`` (N, D), ``error_bound`` (Theorem 1's t at ``delta`` for this N; meaningful for ``mean``).
+    ``meta``: ``samples_used`` (masks per input), ``relative_error``, ``tol_reached``.
     """
 
     name = "relax"
@@ -547,9 +496,11 @@ class RELAX(Method):
     def __init__(self, model: Any, *, n_masks: int | None = None, tolerance: float | None = None,
                  delta: float = 0.01, grid: int = 7, p: float = 0.5, similarity: SimilarityLike = "cosine",
                  estimator: str = "mean", sampling: str = "stratified", stratum: int = 8,
-                 baseline: float | torch.Tensor = 0.0, control_variate: bool | str = "auto", **kwargs: Any) -> None:
+                 baseline: float | torch.Tensor = 0.0, control_variate: bool | str = "auto", tol: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.delta = check_fraction(delta, "delta", inclusive=False)
+        self.tol = check_tol(tol)
         if not isinstance(control_variate, bool) and control_variate != "auto":
             raise TypeError(f"control_variate must be True, False or 'auto', got {control_variate!r}")
         if control_variate is True and estimator != "mean":
@@ -573,12 +524,16 @@ class RELAX(Method):
         self.estimator = estimator
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-        self.sampling = sampling
+        # "mc" is the paper's plain Monte Carlo under the name every sampling method uses: iid masks and, unless asked
+        # for explicitly, no control variate (Eq. 2 as written). Stored as "iid", so that subclasses that draw RELAX's
+        # masks themselves (sift_relax) see one of their three samplings, and params() says what runs
+        self.sampling = "iid" if sampling == "mc" else sampling
+        if sampling == "mc" and self.control_variate == "auto":
+            self.control_variate = False
         self.stratum = check_positive_int(stratum, "stratum", minimum=2)
         if BLOCK % self.stratum:
             raise ValueError(f"stratum must divide {BLOCK} (2, 4, 8, 16, 32 or 64), got {stratum}")
-        group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[sampling]
-        self.n_masks = -(-self.n_masks // group) * group  # whole groups: a partial one would be unbalanced
+        self.n_masks = -(-self.n_masks // self.group) * self.group  # whole groups: a partial one would be unbalanced
         if isinstance(baseline, bool) or not isinstance(baseline, (int, float, torch.Tensor)):
             raise TypeError(f"baseline must be a number or a tensor broadcastable to one input, got "
                             f"{type(baseline).__name__}")
@@ -607,11 +562,15 @@ class RELAX(Method):
         else:
             pixels = cells = int(input_shape[1])
             masks = 8.0 * BLOCK * pixels
-        group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
-        memory = 8.0 * (3 * n * pixels + pixels) + masks + 16.0 * (group + BLOCK) * cells
+        # MaskedMoments (3 per image and pixel + the weight), the stderr's replicate moments (2, or 4 for the
+        # weighted ratio) and one block's replicate values
+        k = 2 if self.estimator == "weighted" else 1
+        memory = 8.0 * (3 * n * pixels + pixels) + masks + 16.0 * (self.group + BLOCK) * cells \
+            + 8.0 * n * pixels * (k + k * k + k * BLOCK // self.group)
         if self.uses_control_variate(cells):
             d = cells + 1
             memory += 16.0 * (d * d + n * d + n * pixels + pixels + cells * pixels) + 8.0 * cells * pixels
+            memory += 8.0 * (d * d + n * d + cells * pixels)   # the stderr's past-fitted control variate
         return Cost(evaluations=evaluations, bytes=memory, param=self._cost_name(), value=self._cost_value(),
                     detail=detail, bytes_param="grid" if len(input_shape) == 4 else None, bytes_value=self.grid,
                     hint=self._cost_hint())
@@ -639,7 +598,8 @@ class RELAX(Method):
         return bool(self.control_variate)
 
     def params(self) -> dict[str, Any]:
-        return {"n_masks": self.n_masks, "tolerance": self.tolerance, "delta": self.delta, "grid": self.grid,
+        return {"n_masks": self.n_masks, "tolerance": self.tolerance, "tol": self.tol, "delta": self.delta,
+                "grid": self.grid,
                 "p": self.p, "similarity": self.similarity if isinstance(self.similarity, str) else "callable",
                 "estimator": self.estimator, "sampling": self.sampling,
                 **({"stratum": self.stratum} if self.sampling == "stratified" else {}),
@@ -669,10 +629,21 @@ class RELAX(Method):
         out = check_model_output(self.evaluator.forward(x, desc="representation"), x.shape[0])
         return out.flatten(1).to(torch.float64)
 
+    @property
+    def group(self) -> int:
+        """Masks per independent group (replicate): 1 iid, 2 antithetic, ``stratum`` stratified."""
+        return {"iid": 1, "mc": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
+
     def statistics(self, x: torch.Tensor
                    ) -> tuple[MaskedMoments, torch.Tensor, torch.Tensor, CellControlVariate | None]:
         """Run the masks: ``(moments over (N, P), representation (N, D), mean similarity (N,), control-variate
-        sums or None)``."""
+        sums or None)`` (the first four fields of :meth:`sample`)."""
+        return tuple(self.sample(x))[:4]  # type: ignore[return-value]
+
+    def sample(self, x: torch.Tensor) -> "RelaxSample":
+        """Run the masks (until ``tol`` is met, or all ``n_masks``) and keep every statistic: a :class:`RelaxSample`
+        (moments over (N, P), representation (N, D), mean similarity (N,), control-variate sums or None, the
+        importance's standard error (N, P) float64, masks used, whether ``tol`` stopped the sampling)."""
         n = x.shape[0]
         spatial = tuple(x.shape[2:]) if x.ndim == 4 else (x.shape[1],)
         n_pix = math.prod(spatial)
@@ -680,8 +651,12 @@ class RELAX(Method):
         base = self._baseline_for(x)
         moments = MaskedMoments(n, n_pix, x.device)
         n_cells = self.grid * self.grid if x.ndim == 4 else n_pix
-        group = {"iid": 1, "antithetic": 2, "stratified": self.stratum}[self.sampling]
-        cv = CellControlVariate(n, n_cells, n_pix, group, x.device) if self.uses_control_variate(n_cells) else None
+        use_cv = self.uses_control_variate(n_cells)
+        cv = CellControlVariate(n, n_cells, n_pix, self.group, x.device) if use_cv else None
+        basis = (self.p * self.p + self.p * (1 - self.p) * expected_cell_weights(spatial, self.grid)) if use_cv \
+            else None
+        errors = ImportanceStderr(n, n_pix, self.group, self.estimator, basis, self.p, x.device)
+        stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator)
         sim_sum = torch.zeros(n, dtype=torch.float64, device=x.device)
         stream = BlockStream(n, self.n_masks, lambda idx: masks_and_cells(idx, self.seed, spatial, self.grid, self.p,
                                                                           self.sampling, self.stratum,
@@ -693,6 +668,8 @@ class RELAX(Method):
             xs = x[items % n]
             return xs * m if base is None else xs * m + base * (1 - m)
 
+        stopped = False
+        kept: list[tuple[torch.Tensor, torch.Tensor]] = []   # (mask indices, scores) for the cross-fitted stderr
         for items, out in item_outputs(self.evaluator, self.n_masks * n, build, sample_shape=x.shape[1:],
                                        desc=self.name):
             sims = masked_similarities(self._similarity, h[items % n], out)
@@ -700,12 +677,58 @@ class RELAX(Method):
                 moments.add_block(masks_b.reshape(len(idx), n_pix), buf)
                 if cv is not None:
                     cv.add_block(idx, cells_b, masks_b.reshape(len(idx), n_pix), buf)
+                    kept.append((idx, buf))
+                errors.add_block(cells_b, masks_b.reshape(len(idx), n_pix), buf)
                 sim_sum += buf.sum(1)
-        stream.close()
-        return moments, h, sim_sum / self.n_masks, cv
+                if stop.check(errors.estimate(), errors.stderr(), errors.replicates):
+                    stopped = True
+                    break
+            if stopped:
+                break   # the rest of the last model chunk (< batch_size items) is discarded
+        stream.close(stopped)
+        used = moments.n
+        stop.finish(used, stopped)
+        stderr = errors.stderr() if cv is None else self._cross_fitted_stderr(cv, kept, spatial, basis, x.device)
+        error = stop.error if cv is None else relative_error(
+            cv.importance(expected_cell_weights(spatial, self.grid), self.p), stderr)
+        self._record_sampling([used] * n, error, None if self.tol is None else stopped)
+        return RelaxSample(moments, h, sim_sum / used, cv, stderr, used, stopped)
+
+    def _cross_fitted_stderr(self, cv: "CellControlVariate", kept: list[tuple[torch.Tensor, torch.Tensor]],
+                             spatial: tuple[int, ...], basis: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(N, P) standard error of the cross-fitted control-variate estimate, exactly as it was computed: with the
+        final coefficients of each fold (fitted on the other fold), every group's corrected mean
+        Y_g = (1/K) Σ_n (s_n - a - β·B_n) M_n + E[(a + β·B) M] is a replicate whose average *is* the returned
+        importance, and the replicate formula gives its standard error (coefficients treated as fixed, as usual
+        for cross-fitting). The masks are made again from the seed (no model call); only the scores were kept."""
+        coefs = [cv.coefficients(0), cv.coefficients(1)]
+        expect = [c[0][:, None] * self.p + c[1:].t() @ basis.to(device=device, dtype=torch.float64) for c in coefs]
+        moments: ReplicateMoments | None = None
+        for idx, scores in kept:
+            masks, cells = masks_and_cells(idx, self.seed, spatial, self.grid, self.p, self.sampling, self.stratum,
+                                           device=device)
+            k, g = len(idx), len(idx) // self.group
+            m = masks.reshape(k, -1).to(torch.float64)
+            c = cells.to(device=device, dtype=torch.float64)
+            fold = ((idx // self.group) % 2).to(device)
+            s = scores.to(torch.float64)
+            r = torch.empty_like(s)
+            off = torch.empty(g, s.shape[0], m.shape[1], dtype=torch.float64, device=device)
+            for f in (0, 1):
+                sel = fold == f
+                coef = coefs[1 - f]                     # each fold corrected with the other fold's fit
+                r[:, sel] = s[:, sel] - coef[0][:, None] - (c[sel] @ coef[1:]).t()
+                off[sel.view(g, self.group)[:, 0]] = expect[1 - f]
+            y = torch.einsum("ngk,gkp->gnp", r.view(s.shape[0], g, self.group), m.view(g, self.group, -1)) \
+                / self.group + off
+            if moments is None:
+                moments = ReplicateMoments(1, y.shape[1:], device)
+            moments.add(y.unsqueeze(1))
+        return moments.stderr(0) if moments is not None else torch.zeros(0)
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
-        moments, h, mean_sim, cv = self.statistics(x)
+        run = self.sample(x)
+        moments, h, mean_sim, cv = run.moments, run.representation, run.mean_similarity, run.control_variate
         importance, uncertainty = moments.estimates(self.estimator)
         if cv is not None:
             spatial = tuple(x.shape[2:]) if x.ndim == 4 else (x.shape[1],)
@@ -713,10 +736,10 @@ class RELAX(Method):
         shape = (x.shape[0], 1, *x.shape[2:]) if x.ndim == 4 else (x.shape[0], x.shape[1])
         importance = importance.reshape(shape).to(x.dtype)
         uncertainty = uncertainty.reshape(shape).to(x.dtype)
-        extras = {"uncertainty": uncertainty, "mask_weight": moments.weight.reshape(shape[2:] if x.ndim == 4
-                                                                                     else shape[1:]).to(x.dtype),
+        extras = {"uncertainty": uncertainty, "stderr": run.stderr.reshape(shape).to(x.dtype),
+                  "mask_weight": moments.weight.reshape(shape[2:] if x.ndim == 4 else shape[1:]).to(x.dtype),
                   "mean_similarity": mean_sim.to(x.dtype), "representation": h.to(x.dtype),
-                  "error_bound": error_bound(self.n_masks, self.delta)}
+                  "error_bound": error_bound(run.used, self.delta)}
         return self._finish(importance, uncertainty, extras)
 
     def _finish(self, importance: torch.Tensor, uncertainty: torch.Tensor,
@@ -753,6 +776,6 @@ class URELAX(RELAX):
         return filtered, {**extras, "importance": importance, "threshold": eps}
 
 
-__all__ = ["RELAX", "URELAX", "BlockStream", "CellControlVariate", "MaskedMoments", "cosine_similarity",
+__all__ = ["RELAX", "URELAX", "BlockStream", "CellControlVariate", "ImportanceStderr", "MaskedMoments", "RelaxSample", "cosine_similarity",
            "expected_cell_weights", "masks_and_cells", "masked_similarities", "dot_similarity", "error_bound",
            "masks_needed", "relax_masks", "resolve_similarity", "u_relax"]

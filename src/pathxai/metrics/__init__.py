@@ -9,8 +9,9 @@ Every metric carries Quantus-style metadata as ``fn.info`` (:class:`MetricInfo`:
 better, what it needs); :func:`list_metrics` / :func:`get_metric` / :func:`describe_metrics` enumerate them. Model
 evaluations go through the shared batched evaluator, so ``batch_size`` bounds memory on every metric.
 
-- :func:`deletion`, :func:`insertion`: RISE curves; ``normalisation="samp"`` is the convention of the SAMP paper
-  (see :mod:`pathxai.metrics.perturbation` for the conventions side by side).
+- :func:`deletion`, :func:`insertion`: RISE curves; ``normalisation="samp_authors"`` is the SAMP authors' own
+  metric code (logit / f(x), mean of the points, 10 px per step), ``"samp"`` our affine rescaling (see
+  :mod:`pathxai.metrics.perturbation` for the conventions side by side).
 - :func:`pointing_game`: TorchRay protocol, boxes or masks, per-class mean, difficult subset.
 - :func:`sensitivity_n`: Ancona et al. 2018.
 - :func:`negative_perturbation`: post-hoc accuracy / consistency AUCs (Gat et al. 2022).

@@ -94,6 +94,9 @@ def _find_layer(model: Any, layer: str | None) -> tuple[torch.nn.Module, bool, s
         return module, True, f"input of {name}"
     if not isinstance(layer, str):
         raise TypeError(f"layer must be a module name (str) or None, got {type(layer).__name__}")
+    declared = model.__dict__.get(layer) if layer else None
+    if isinstance(declared, torch.nn.Module):   # a module the model names by attribute (px.models' gradcam_layer)
+        modules = {**modules, layer: declared}
     if layer not in modules or layer == "":
         raise ValueError(f"layer {layer!r} is not a module of the model; available: "
                          f"{', '.join([n for n in modules if n][:20])}")

@@ -80,7 +80,13 @@ class ImageClassifier(torch.nn.Module):
         self.class_names = list(class_names)
         self.input_size = input_size
         self.model_name = name
-        self.gradcam_layer = gradcam_layer
+        # a plain attribute, not a registered submodule: the layer already lives inside ``net``, and registering it
+        # twice makes hook-based methods (Captum's DeepLift) hook the same module twice
+        self.__dict__["gradcam_layer"] = gradcam_layer
+        if channels is None and not isinstance(getattr(normalize, "mean", None), torch.Tensor):
+            # input_shape is read by every method's input check: it must not silently be missing
+            raise ValueError(f"channels= is needed for {name}: its normalisation ({type(normalize).__name__}) does "
+                             "not tell how many input channels the model takes")
         self.normalize_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,10 @@ then probed only through F(D(theta)).
   reparametrisation -- with the isotropic L2 metric on R^K) is reused as it is; the spatial state filter is
   switched off (Sec. 4.3.2: "the filtering steps which relied on the function-space nature of M do not make sense
   anymore").
-* ``sift_rise``: theta_m ~ Bernoulli(p)^K, importance_i = sum_m F(D(theta_m)) theta_mi / (n_masks p).
+* ``sift_rise``: theta_m ~ Bernoulli(p)^K, importance_i = sum_m F(D(theta_m)) theta_mi / (n_masks p), with the
+  gain vectors drawn through :mod:`pathxai.core.sampling` (``sampling="sobol"`` by default: each block of 64 gain
+  vectors is one scrambled Sobol net, every keypoint kept in exactly half of them at p = 0.5; ``"mc"`` the thesis's
+  iid gains, bit for bit earlier versions'), a standard error from the same samples and ``tol`` stopping.
 
 Pixel heatmaps come from the feature importance through the homogeneous-field extraction I(theta) of Eq. 4.46
 (``heatmap="voronoi"``) or the image-statistics one of Eq. 4.48 (``heatmap="image"``).
@@ -26,6 +29,8 @@ import torch
 
 from ...core import Method, Target, accumulate_rows, item_generator, item_outputs, register_method
 from ...core.baselines import gaussian_blur
+from ...core.sampling import (BLOCK, MASK_SAMPLINGS, BlockStream, MaskedMean, SamplingMixin, ToleranceStop,
+                              binary_cells, check_sampling, check_tol, relative_error, round_up, warn_cap_reached)
 from ...core.validation import (check_choice, check_finite_float, check_fraction, check_positive_float,
                                 check_positive_int)
 from ..ablation_path import (AblationPath, AscentConfig, ascent_step, should_stop, state_saturation)
@@ -326,19 +331,35 @@ class SiftAblationPath(_SiftFeatures, AblationPath):
         return heat, extras
 
 
+#: gain vectors per independent group (replicate) for each sampling of ``sift_rise``
+SIFT_RISE_GROUPS = {"mc": 1, "antithetic": 2, "stratified": 8, "sobol": BLOCK}
+
+
 @register_method
-class SiftRISE(_SiftFeatures, Method):
+class SiftRISE(SamplingMixin, _SiftFeatures, Method):
     """RISE over SIFT keypoint features: random on/off gains, no sub-resolution grid needed (Sec. 4.3.2, 4.4).
 
     Args:
-        n_masks: random gain vectors per image (default 500). p: probability that a feature is kept (0.5).
+        n_masks: random gain vectors per image (default 500); the cap with ``tol``. p: probability that a feature is
+            kept (0.5).
         score: ``"softmax"`` (default for class targets) or ``"output"`` (default for callable targets).
+        sampling: ``"sobol"`` (default), ``"stratified"``, ``"antithetic"`` or ``"mc"`` (iid gains from the
+            generators (seed, "sift_rise", m), bit for bit earlier versions'): how gain vectors are drawn jointly
+            (:mod:`pathxai.core.sampling`); non-``"mc"`` samplings round ``n_masks`` up to whole groups (64, 8, 2).
+        tol: stop an image once the relative standard error of its feature importance (RMS standard error / range
+            over its keypoints) is below ``tol``, checked every 64 gain vectors; ``None``: all ``n_masks``.
+        control_variate: ``"auto"`` (default; on for every sampling but ``"mc"``, used once 4 (K + 1) earlier gain
+            vectors have fitted it), ``True`` or ``False``: the past-fitted regression of the score on the gains
+            (:class:`pathxai.core.sampling.MaskedMean`; unbiased).
         eta, cells, sparsity, contrast_threshold, edge_ratio, max_keypoints, sigma_min, octave_steps, n_levels,
             heatmap, heatmap_sigmas: the decomposition and heatmap settings of :class:`SiftAblationPath`.
 
     Attribution: (N, 1, H, W) pixel heatmap of the importance sum_m F(D(theta_m)) theta_m / (n_masks p).
-    ``extras``: ``feature_importance`` and ``keypoints`` lists (one entry per image), ``n_features`` (N,),
-    ``decomposition_time_s`` (N,). Mask m of every image comes from its own generator (seed, "sift_rise", m).
+    ``extras``: ``feature_importance``, ``feature_stderr`` and ``keypoints`` lists (one entry per image),
+    ``stderr`` (N, 1, H, W) the heatmap's standard error (the keypoint covariance from the same samples pushed
+    through the heatmap: exact for the linear Eq. 4.46, first order for Eq. 4.48), ``n_features`` (N,),
+    ``decomposition_time_s`` (N,). ``meta``: ``samples_used`` (per image), ``relative_error``, ``tol_reached``.
+    Mask m of every image comes from its own generator (seed, "sift_rise", m) (per group for the other samplings).
     """
 
     name = "sift_rise"
@@ -350,12 +371,20 @@ class SiftRISE(_SiftFeatures, Method):
                  eta: float = 4.0, cells: str = "smooth", sparsity: float = 0.01, contrast_threshold: float = 0.01,
                  edge_ratio: float = 10.0, max_keypoints: int = 300, sigma_min: float = 0.8, octave_steps: int = 3,
                  n_levels: int = 3, heatmap: str = "voronoi", heatmap_sigmas: tuple[float, float] | None = None,
-                 heat_exponent: float = 0.0, **kwargs: Any) -> None:
+                 heat_exponent: float = 0.0, sampling: str = "sobol", tol: float | None = None,
+                 control_variate: bool | str = "auto", **kwargs: Any) -> None:
         Method.__init__(self, model, **kwargs)
-        self.n_masks = check_positive_int(n_masks, "n_masks")
+        self.sampling = check_sampling(sampling, MASK_SAMPLINGS)
+        self.group = SIFT_RISE_GROUPS[self.sampling]
+        self.n_masks = round_up(check_positive_int(n_masks, "n_masks"), self.group)
         self.p = check_fraction(p, "p", inclusive=False)
         check_choice(score, "score", (None, "softmax", "output"))
         self.score = score
+        self.tol = check_tol(tol)
+        self.control_variate = check_choice(control_variate, "control_variate", ("auto", True, False))
+        if self.control_variate is True and self.sampling == "mc":
+            raise ValueError("control_variate=True needs a variance-reduced sampling: sampling='mc' keeps the "
+                             "plain estimator (use sampling='sobol', 'stratified' or 'antithetic')")
         self._init_sift(eta=eta, cells=cells, sparsity=sparsity, contrast_threshold=contrast_threshold,
                         edge_ratio=edge_ratio, max_keypoints=max_keypoints, sigma_min=sigma_min,
                         octave_steps=octave_steps, n_levels=n_levels, heatmap=heatmap, heatmap_sigmas=heatmap_sigmas,
@@ -363,38 +392,98 @@ class SiftRISE(_SiftFeatures, Method):
 
     def params(self) -> dict[str, Any]:
         return {"n_masks": self.n_masks, "p": self.p, "score": self.score, **self.sift, "heatmap": self.heatmap,
-                "heatmap_sigmas": self.heatmap_sigmas}
+                "heatmap_sigmas": self.heatmap_sigmas, "sampling": self.sampling, "tol": self.tol,
+                "control_variate": self.control_variate}
 
     def gains(self, index: torch.Tensor, k: int) -> torch.Tensor:
-        """Random gain vectors number ``index`` (m,) for K = ``k`` features: (m, K) in {0, 1}."""
+        """Random gain vectors number ``index`` (m,) for K = ``k`` features: (m, K) in {0, 1} (``"mc"``: iid;
+        otherwise drawn jointly by :func:`pathxai.core.sampling.binary_cells`)."""
+        if self.sampling != "mc":
+            return binary_cells(index, self.seed, k, self.p, self.sampling, self.group, "sift_rise")[0]
         out = torch.empty(index.numel(), k)
         for j, m in enumerate(index.tolist()):
             out[j] = (torch.rand(k, generator=item_generator(self.seed, "sift_rise", m)) < self.p).float()
         return out
 
+    def heatmap_stderr(self, decoder: SiftDecoder, importance: torch.Tensor, covariance: torch.Tensor
+                       ) -> torch.Tensor:
+        """(H, W) standard error of :meth:`pixel_heatmap` of ``importance`` (K,) whose covariance is ``covariance``
+        (K, K): sqrt(diag(J C J^T)) with J the heatmap's Jacobian (the heatmap itself for the linear Eq. 4.46; Eq.
+        4.48 is differentiated by hand: clamp, decoder, |x - blur x|, blur)."""
+        evals, evecs = torch.linalg.eigh(covariance.to(torch.float64))
+        dirs = (evecs * evals.clamp_min(0.0).sqrt()).t()        # rows: sqrt(lambda) v, so sum_k (J row_k)^2 = diag
+        dtype = decoder.matrices[0].dtype
+        h, w = decoder.image_shape
+        out = torch.zeros(h, w, dtype=torch.float64, device=decoder.device)
+        imp = importance.to(device=decoder.device, dtype=dtype)
+        if self.heatmap == "image":
+            lp, hp = self.heatmap_sigmas or (8.0 * min(h, w) / 224.0, 5.0 * min(h, w) / 224.0)
+            u = decoder.decode(imp.clamp_min(0.0)).unsqueeze(0)
+            sign = torch.sign(u - gaussian_blur(u, hp))
+        for a in range(0, dirs.shape[0], 64):
+            t = dirs[a:a + 64].to(device=decoder.device, dtype=dtype)
+            if self.heatmap == "voronoi":
+                jt = decoder.heatmap(t)
+            else:
+                d = decoder.decode(t * (imp > 0).to(dtype))
+                jt = gaussian_blur((sign * (d - gaussian_blur(d, hp))).sum(1), lp)
+            out += jt.double().pow(2).sum(0)
+        return out.sqrt()
+
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
         kind = self.score or ("softmax" if target.fn is None else "output")
-        heats, imps, kps, times = [], [], [], []
+        mc = self.sampling == "mc"
+        heats, imps, ses, kps, times, heat_ses, used, final_error, unreached = [], [], [], [], [], [], [], [], []
         for i in range(x.shape[0]):
             t0 = time.perf_counter()
             dec = self.decompose(x[i])
             times.append(time.perf_counter() - t0)
             k = dec.n_features
-            total = torch.zeros(1, k, dtype=torch.float64, device=x.device)
+            total = torch.zeros(1, k, dtype=torch.float64, device=x.device) if mc else None
+            stream = BlockStream(1, self.n_masks, lambda idx, k=k: (self.gains(idx, k),))
+            basis = None
+            if not mc and self.control_variate is not False:
+                basis = self.p * self.p + self.p * (1 - self.p) * torch.eye(k, dtype=torch.float64)
+            stats = MaskedMean(1, k, self.group, basis, self.p, x.device, full_covariance=True)
+            stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator)
 
-            def build(items: torch.Tensor) -> torch.Tensor:
-                return dec.decode(self.gains(items, k)).to(x.dtype)
+            def build(items: torch.Tensor, dec: SiftDecoder = dec, stream: BlockStream = stream) -> torch.Tensor:
+                return dec.decode(stream.rows(items)).to(x.dtype)
 
+            stopped = False
             for items, out in item_outputs(self.evaluator, self.n_masks, build, sample_shape=x.shape[1:],
                                            desc=self.name):
                 owner = torch.full((items.numel(),), i, dtype=torch.long)
                 scores = target.score(out, owner, kind=kind).double()  # type: ignore[arg-type]
-                accumulate_rows(total, torch.zeros_like(items), self.gains(items, k).to(total), scores)
-            importance = total[0] / (self.n_masks * self.p)
+                for idx, (gains,), buf in stream.add(torch.zeros_like(items), items, scores):
+                    g = gains.to(device=x.device)
+                    if total is not None:   # earlier versions' sum, row by row in mask order: bit for bit the same
+                        accumulate_rows(total, torch.zeros(len(idx), dtype=torch.long), g.to(total), buf[0])
+                    stats.add_block(g, g, buf)
+                    if stop.check(stats.estimate(), stats.stderr(), stats.replicates):
+                        stopped = True
+                        break
+                if stopped:
+                    break
+            stream.close(stopped)
+            n_used = stats.n
+            importance = total[0] / (n_used * self.p) if total is not None else stats.estimate()[0] / self.p
+            se = stats.stderr()[0] / self.p
             imps.append(importance)
+            ses.append(se)
             kps.append(dec.keypoints.as_tensor())
             heats.append(self.pixel_heatmap(dec, importance))
-        extras = {"feature_importance": imps, "keypoints": kps,
+            heat_ses.append(self.heatmap_stderr(dec, importance, stats.covariance() / (self.p * self.p)))
+            used.append(n_used)
+            final_error.append(float(relative_error(importance[None], se[None])[0]))
+            if self.tol is not None and not stopped:
+                unreached.append(i)
+        if unreached:
+            warn_cap_reached(self.name, self.tol, self.n_masks, "masks",  # type: ignore[arg-type]
+                             max(final_error[i] for i in unreached), unreached if len(unreached) < x.shape[0] else ())
+        self._record_sampling(used, final_error, None if self.tol is None else not unreached)
+        extras = {"feature_importance": imps, "feature_stderr": ses, "keypoints": kps,
                   "n_features": torch.tensor([len(k) for k in kps]),
-                  "decomposition_time_s": torch.tensor(times)}
+                  "decomposition_time_s": torch.tensor(times),
+                  "stderr": torch.stack(heat_ses).unsqueeze(1).to(x.dtype)}
         return torch.stack(heats).unsqueeze(1).to(x.dtype), extras

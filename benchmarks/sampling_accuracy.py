@@ -1,0 +1,285 @@
+"""Error versus wall time of every sampling method: the paper's plain Monte Carlo (``sampling="mc"``) against the
+default sampler, and how close ``tol`` stops to the number of samples actually needed.
+
+    python benchmarks/sampling_accuracy.py [--models digits-clutter-cnn,efficientnet-lite0] [--methods rise,...]
+                                           [--seeds 5] [--images 2] [--tiny]
+    python benchmarks/sampling_accuracy.py --choose [--seeds 12]
+
+``--choose`` is how the defaults were picked: on the digits-clutter CNN (one canvas; RELAX: the clutter SimCLR
+encoder), at a small budget per method (``CHOOSE_BUDGET``), every ``sampling`` option of the method, ``--seeds``
+runs each: the error against a 16x-budget reference (norm as below), the variance ratio to ``"mc"`` at equal
+samples, and the calibration of ``extras["stderr"]`` (RMS reported standard error / RMS spread over seeds). Writes
+sampling_choice_digits-clutter-cnn.{json,md}.
+
+For each model (the digits-clutter CNN on clutter canvases; EfficientNet-Lite0 on the bundled photos; RELAX explains
+the matching encoder, clutter-simclr / efficientnet-lite0-features) and each sampling method:
+
+1. a reference map per image from a high budget (``REF_FACTOR`` x the paper's budget, default sampler); its own
+   standard error (``extras["stderr"]``) is subtracted from the squared errors below, so the reference's residual
+   noise does not count against the runs;
+2. for ``sampling="mc"`` and the default, at budgets paper x (1/16, 1/8, 1/4, 1/2, 1) (and 2 for mc), ``--seeds``
+   runs each: the error = RMS over the map of (estimate - reference) / range of the reference (the norm of ``tol``),
+   RMS over images and seeds, and the mean wall time (``meta["wall_time_s"]``, everything the method does);
+3. the goal ratio: the default's time to reach mc's error at the paper's budget (log-log interpolation of the
+   default's error-vs-time curve; extrapolated with error ~ time^-1/2 below its smallest budget, marked ``<=``),
+   divided by mc's time at the paper's budget; the evaluations ratio likewise;
+4. ``tol``: the default with ``tol`` = mc's error at the paper's budget and a cap of 4x that budget, per seed:
+   ``meta["samples_used"]`` against the samples needed for that error (the default's error-vs-budget curve,
+   interpolated log-log).
+
+Paper budgets: RISE 4000 masks, SmoothGrad / SmoothGrad² / VarGrad 50 samples, FI 100, RELAX 3000, LIME / Kernel
+SHAP 200 (Captum's default), sift_rise 500 (its default). ``--tiny`` runs everything at 1/16 of those sizes with one
+image and two seeds, to check that the script works (its numbers are not the benchmark).
+
+Writes benchmarks/results/sampling_<model>.json, sampling_<model>.md (table) and sampling_error_vs_time_<model>.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pathxai as px
+from pathxai.core.sampling import ToleranceNotReachedWarning
+
+OUT = Path(__file__).parent / "results"
+PAPER = {"rise": 4000, "smoothgrad": 50, "smoothgrad_sq": 50, "vargrad": 50, "fi": 100, "relax": 3000, "lime": 200,
+         "kernel_shap": 200, "sift_rise": 500}
+BUDGET_PARAM = {"rise": "n_masks", "relax": "n_masks", "sift_rise": "n_masks"}
+FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
+MC_EXTRA = (2.0,)
+REF_FACTOR = 16
+CHOOSE_BUDGET = {"rise": 512, "sift_rise": 256, "smoothgrad": 48, "smoothgrad_sq": 48, "vargrad": 48, "fi": 96,
+                 "relax": 256, "lime": 200, "kernel_shap": 200}
+OPTIONS = {"rise": ("mc", "stratified", "antithetic", "sobol"), "sift_rise": ("mc", "stratified", "antithetic", "sobol"),
+           "relax": ("mc", "antithetic", "stratified"), "lime": ("mc", "antithetic"), "kernel_shap": ("mc", "antithetic")}
+
+
+def load(model_name: str, n_images: int) -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    """(classifier, encoder for RELAX, images (n, C, H, W))."""
+    if model_name == "digits-clutter-cnn":
+        x, _ = px.data.clutter_dataset("test", n_images)
+        return px.models.load("digits-clutter-cnn"), px.models.load("clutter-simclr"), x
+    model = px.models.load("efficientnet-lite0")
+    photos = px.data.sample_images()[:n_images]
+    x = torch.cat([model.preprocess(p.image) for p in photos])
+    return model, px.models.load("efficientnet-lite0-features"), x
+
+
+def run(name: str, model: torch.nn.Module, encoder: torch.nn.Module, x: torch.Tensor, budget: int, seed: int,
+        sampling: str | None, tol: float | None = None) -> px.core.Explanation:
+    params = {BUDGET_PARAM.get(name, "n_samples"): int(budget), "seed": seed, "progress": False}
+    if sampling is not None:
+        params["sampling"] = sampling
+    if tol is not None:
+        params["tol"] = tol
+    if name == "relax":
+        return px.get_method(name)(encoder, **params).explain(x)
+    return px.get_method(name)(model, **params).explain(x, None)
+
+
+def rel_error(est: torch.Tensor, ref: torch.Tensor, ref_se: torch.Tensor) -> float:
+    """sqrt(mean over images of [mean((est - ref)^2) - mean(ref_se^2)] / range(ref)^2)."""
+    e, r, s = est.flatten(1).double(), ref.flatten(1).double(), ref_se.flatten(1).double()
+    sq = ((e - r) ** 2).mean(1) - (s ** 2).mean(1)
+    spread = (r.amax(1) - r.amin(1)).clamp_min(1e-30)
+    return math.sqrt(max(float((sq / spread ** 2).mean()), 0.0))
+
+
+def interp_loglog(xs: list[float], ys: list[float], y: float) -> tuple[float, str]:
+    """x at which the decreasing curve ys(xs) reaches y (log-log), with '' / '<=' (extrapolated below the first
+    point with slope -1/2) / '>' (not reached)."""
+    pts = sorted(zip(xs, ys))
+    if pts[0][1] <= y:
+        x0, y0 = pts[0]
+        return x0 * (y0 / y) ** 2, "<="
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if y1 <= y < y0:
+            t = (math.log(y) - math.log(y0)) / (math.log(y1) - math.log(y0))
+            return math.exp(math.log(x0) + t * (math.log(x1) - math.log(x0))), ""
+    return pts[-1][0], ">"
+
+
+def method_default(name: str) -> str:
+    cls = px.get_method(name)
+    return getattr(cls, "sampling_default", None) or \
+        __import__("inspect").signature(cls.__init__).parameters["sampling"].default
+
+
+def bench_method(name: str, model: torch.nn.Module, encoder: torch.nn.Module, x: torch.Tensor, seeds: int,
+                 scale: float) -> dict:
+    paper = max(8, int(round(PAPER[name] * scale)))
+    default = method_default(name)
+    ref = run(name, model, encoder, x, paper * REF_FACTOR, 10_000, None)
+    out = {"method": name, "paper_budget": paper, "default": default, "reference_budget": paper * REF_FACTOR,
+           "curves": {}}
+    for sampling in dict.fromkeys(("mc", default)):
+        fractions = FRACTIONS + (MC_EXTRA if sampling == "mc" else ())
+        curve = []
+        for f in fractions:
+            budget = max(8, int(round(paper * f)))
+            errs, times, evals, used = [], [], [], []
+            for s in range(seeds):
+                e = run(name, model, encoder, x, budget, s, sampling)
+                errs.append(rel_error(e.attribution, ref.attribution, ref.extras["stderr"]))
+                times.append(e.meta["wall_time_s"])
+                evals.append(e.meta["model_evaluations"])
+                used.append(e.meta.get("samples_used", [budget])[0])
+            curve.append({"budget": budget, "samples": float(np.mean(used)),
+                          "error": float(np.sqrt(np.mean(np.square(errs)))), "time_s": float(np.mean(times)),
+                          "evaluations": float(np.mean(evals))})
+            print(f"  {name:13s} {sampling:10s} n={budget:5d} err {curve[-1]['error']:.4f} "
+                  f"t {curve[-1]['time_s']:.2f}s", flush=True)
+        out["curves"][sampling] = curve
+    mc_paper = next(p for p in out["curves"]["mc"] if p["budget"] == paper)
+    d = out["curves"][default]
+    t_need, t_flag = interp_loglog([p["time_s"] for p in d], [p["error"] for p in d], mc_paper["error"])
+    e_need, e_flag = interp_loglog([p["evaluations"] for p in d], [p["error"] for p in d], mc_paper["error"])
+    n_need, n_flag = interp_loglog([p["samples"] for p in d], [p["error"] for p in d], mc_paper["error"])
+    # variance per sample, mc over the default, at a quarter of the paper's budget (equal samples up to rounding)
+    quarter = max(8, int(round(paper / 4)))
+    p_mc = next(p for p in out["curves"]["mc"] if p["budget"] == quarter)
+    p_def = next(p for p in d if p["budget"] == quarter)
+    out["variance_ratio_equal_samples"] = (p_mc["error"] ** 2 * p_mc["samples"]) / max(
+        p_def["error"] ** 2 * p_def["samples"], 1e-300)
+    out["goal"] = {"mc_error_at_paper_budget": mc_paper["error"], "mc_time_s": mc_paper["time_s"],
+                   "default_time_s": t_need, "time_ratio": t_need / mc_paper["time_s"], "time_flag": t_flag,
+                   "evaluation_ratio": e_need / mc_paper["evaluations"], "evaluation_flag": e_flag,
+                   "samples_needed": n_need, "samples_flag": n_flag}
+    if True:   # tol is checked for every method, whether or not its default is mc
+        tol = mc_paper["error"]
+        stops = []
+        for s in range(seeds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ToleranceNotReachedWarning)
+                e = run(name, model, encoder, x, 4 * paper, 100 + s, None, tol=tol)
+            stops.append({"samples_used": e.meta["samples_used"], "tol_reached": e.meta["tol_reached"],
+                          "error": rel_error(e.attribution, ref.attribution, ref.extras["stderr"])})
+        used = float(np.mean([max(st["samples_used"]) for st in stops]))
+        out["tol"] = {"tol": tol, "runs": stops, "mean_samples_used": used, "samples_needed": n_need,
+                      "used_over_needed": used / n_need,
+                      "error_at_stop": float(np.sqrt(np.mean([st["error"] ** 2 for st in stops])))}
+    return out
+
+
+def choose(seeds: int) -> None:
+    """The ``--choose`` table (module doc)."""
+    model, encoder, x = load("digits-clutter-cnn", 1)
+    rows, lines = [], ["| method | samples | sampling | RMS error / range | variance vs mc (equal samples) | "
+                       "stderr / spread over seeds | time per run (s) |", "|---|---|---|---|---|---|---|"]
+    for name, budget in CHOOSE_BUDGET.items():
+        default = method_default(name)
+        ref = run(name, model, encoder, x, budget * REF_FACTOR, 10_000, default)
+        base = None
+        for sampling in OPTIONS.get(name, ("mc", "antithetic", "sobol")):
+            runs = [run(name, model, encoder, x, budget, s, sampling) for s in range(seeds)]
+            est = torch.stack([e.attribution for e in runs]).double()
+            se = torch.stack([e.extras["stderr"] for e in runs]).double()
+            err = math.sqrt(float(np.mean([rel_error(e.attribution, ref.attribution, ref.extras["stderr"]) ** 2
+                                           for e in runs])))
+            calib = float(se.pow(2).mean().sqrt() / est.std(0).pow(2).mean().sqrt())
+            base = err if sampling == "mc" else base
+            row = {"method": name, "samples": runs[0].meta["samples_used"][0], "sampling": sampling, "error": err,
+                   "variance_ratio": (base / err) ** 2 if base else None, "stderr_calibration": calib,
+                   "time_s": float(np.mean([e.meta["wall_time_s"] for e in runs])), "default": sampling == default}
+            rows.append(row)
+            mark = " (default)" if row["default"] else ""
+            lines.append(f"| {name} | {row['samples']} | {sampling}{mark} | {err:.4f} | "
+                         f"{row['variance_ratio']:.2f} | {calib:.2f} | {row['time_s']:.2f} |")
+            print(lines[-1], flush=True)
+    meta = {"model": "digits-clutter-cnn", "seeds": seeds, "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+    (OUT / "sampling_choice_digits-clutter-cnn.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (OUT / "sampling_choice_digits-clutter-cnn.md").write_text("\n".join(lines) + "\n")
+
+
+def plot(results: list[dict], model_name: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(results)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    for ax, r in zip(axes.flat, results):
+        for sampling, curve in r["curves"].items():
+            ax.loglog([p["time_s"] for p in curve], [p["error"] for p in curve], "o-",
+                      label=f"{sampling}" + (" (default)" if sampling == r["default"] else ""))
+        g = r["goal"]
+        ax.axhline(g["mc_error_at_paper_budget"], color="grey", lw=0.8, ls="--")
+        ax.set_title(f"{r['method']}  (time ratio {g['time_flag']}{g['time_ratio']:.2f})", fontsize=9)
+        ax.set_xlabel("wall time (s)")
+        ax.set_ylabel("RMS error / range")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.suptitle(f"error vs time, {model_name} (dashed: mc at the paper's budget)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| method | default | paper budget | variance per sample, mc / default | mc error @ paper | mc time (s) | "
+             "default time to that error (s) | time ratio (goal <= 0.25) | evaluations ratio | "
+             "tol: samples used / needed (goal within 20%) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        g, t = r["goal"], r.get("tol")
+        tol = f"{t['mean_samples_used']:.0f} / {t['samples_needed']:.0f} = {t['used_over_needed']:.2f}" if t else "-"
+        lines.append(f"| {r['method']} | {r['default']} | {r['paper_budget']} | {r['variance_ratio_equal_samples']:.2f} | "
+                     f"{g['mc_error_at_paper_budget']:.4f} | "
+                     f"{g['mc_time_s']:.2f} | {g['time_flag']}{g['default_time_s']:.2f} | "
+                     f"{g['time_flag']}{g['time_ratio']:.2f} | {g['evaluation_flag']}{g['evaluation_ratio']:.2f} | "
+                     f"{tol} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--models", default="digits-clutter-cnn,efficientnet-lite0")
+    ap.add_argument("--methods", default=",".join(PAPER))
+    ap.add_argument("--seeds", type=int, default=None, help="runs per setting (default 5; --choose: 12)")
+    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--tiny", action="store_true", help="1/16 sizes, one image, two seeds: a smoke run")
+    ap.add_argument("--choose", action="store_true", help="every sampling option at a small budget (module doc)")
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    if args.choose:
+        choose(args.seeds or 12)
+        return
+    scale = 1 / 16 if args.tiny else 1.0
+    seeds = 2 if args.tiny else (args.seeds or 5)
+    n_images = 1 if args.tiny else args.images
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    suffix = "_tiny" if args.tiny else ""
+    for model_name in args.models.split(","):
+        model, encoder, x = load(model_name, n_images)
+        results = []
+        t0 = time.perf_counter()
+        for name in args.methods.split(","):
+            if name == "sift_rise" and model_name == "efficientnet-lite0" and args.tiny:
+                continue   # SIFT decomposition of a 224 x 224 photo: minutes, not a smoke test
+            print(f"{model_name}: {name}", flush=True)
+            results.append(bench_method(name, model, encoder, x, seeds, scale))
+        meta = {"model": model_name, "images": n_images, "seeds": seeds, "scale": scale, "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+                "total_s": time.perf_counter() - t0}
+        (OUT / f"sampling_{model_name}{suffix}.json").write_text(json.dumps({"meta": meta, "results": results},
+                                                                          indent=1))
+        (OUT / f"sampling_{model_name}{suffix}.md").write_text(table(results) + "\n")
+        plot(results, model_name, OUT / f"sampling_error_vs_time_{model_name}{suffix}.png")
+        print(table(results))
+
+
+if __name__ == "__main__":
+    main()
