@@ -655,11 +655,27 @@ def test_thesis_schedule_matches_the_stored_reference_from_before_the_schedules(
     from ablation_reference import REFERENCE_PATH, compute
 
     stored = json.loads(REFERENCE_PATH.read_text())
-    now = compute(schedule="thesis")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # as recorded
+    try:
+        now = compute(schedule="thesis")
+    finally:
+        torch.set_num_threads(threads)
     assert set(now) == set(stored)
     for case in stored:
         for key in stored[case]:
-            assert now[case][key] == stored[case][key], (case, key)
+            old, new = stored[case][key], now[case][key]
+            if isinstance(old, list) and old and isinstance(old[0], str):
+                # bit for bit on the recording machine; another CPU's float32 kernels may move the last bits, so
+                # floats are held to 1e-6 of the list's scale (an arithmetic change moves them by far more)
+                a = torch.tensor([float.fromhex(v) for v in old], dtype=torch.float64)
+                b = torch.tensor([float.fromhex(v) for v in new], dtype=torch.float64)
+                assert a.shape == b.shape and torch.equal(a.isnan(), b.isnan()), (case, key)
+                a, b = a.nan_to_num(), b.nan_to_num()      # NaN = after an image stopped
+                scale = float(a.abs().max().clamp_min(1e-12))
+                assert float((a - b).abs().max()) <= 1e-6 * scale, (case, key)
+            else:
+                assert new == old, (case, key)
 
 
 def test_coarse_to_fine_keeps_every_iterate_an_ablation_path(digits_model, digit_batch, monkeypatch):
