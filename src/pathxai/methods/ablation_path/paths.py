@@ -81,6 +81,33 @@ def upsample_masks(masks: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(m, size=size, mode="bilinear", align_corners=False)
 
 
+def resample_path(path: torch.Tensor, n_steps: int, size: Sequence[int]) -> torch.Tensor:
+    """A path on another grid: ``(..., n, h, w) -> (..., n_steps, H', W')``, bilinear in space, linear in time.
+
+    Space: every slice is resampled bilinearly (``align_corners=False``, as :func:`upsample_masks` lifts masks to the
+    image). Time: the slice at t'_j = j / (n_steps + 1) interpolates linearly between the neighbouring slices of the
+    old grid t_k = k / (n + 1), the fixed ends phi(0) = 0 and phi(1) = 1 included (when (n + 1) divides
+    (n_steps + 1) the old slices are kept as they are). Both are averages with non-negative weights, so values stay in
+    [0, 1] and monotone in t; masses are preserved up to the border effects of the bilinear filter, which
+    :func:`.projections.reparametrise_constant_speed` removes (see :func:`.optimiser.refine_path`).
+    """
+    n, h, w = path.shape[-3:]
+    lead = path.shape[:-3]
+    out = path.reshape(-1, n, h, w)
+    size = (int(size[0]), int(size[1]))
+    if (h, w) != size:
+        out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+    if n_steps != n:
+        full = with_boundaries(out)                                        # (b, n + 2, H', W') at k / (n + 1)
+        # t'_j (n + 1) = j (n + 1) / (n_steps + 1) in units of the old spacing, split in integer arithmetic so
+        # that nested grids keep their old slices exactly
+        num = torch.arange(1, n_steps + 1) * (n + 1)
+        left = num // (n_steps + 1)
+        frac = ((num % (n_steps + 1)).to(out.dtype) / (n_steps + 1)).view(1, -1, 1, 1)
+        out = full[:, left] * (1.0 - frac) + full[:, left + 1] * frac
+    return out.reshape(*lead, n_steps, *size)
+
+
 def blend(x: torch.Tensor, baseline: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Images along a path: ``x + up(mask) * (baseline - x)`` (Eq. 1.12 with bilinear mask resampling).
 

@@ -140,7 +140,9 @@ class SiftAblationPath(_SiftFeatures, AblationPath):
         AblationPath.__init__(self, model, score=score, n_steps=n_steps, step_size=step_size, saturation=saturation,
                               pinch=pinch, distance_penalty=distance_penalty, saturation_target=saturation_target,
                               min_iterations=min_iterations, max_iterations=max_iterations, reduction=reduction,
-                              score_kind=score_kind, smoothing_sigma=0.0, baseline="zero", **kwargs)
+                              score_kind=score_kind, smoothing_sigma=0.0, baseline="zero",
+                              schedule="thesis",  # its own loop (below) is Algorithm 2; keeps cost() as it was
+                              **kwargs)
         self._init_sift(eta=eta, cells=cells, sparsity=sparsity, contrast_threshold=contrast_threshold,
                         edge_ratio=edge_ratio, max_keypoints=max_keypoints, sigma_min=sigma_min,
                         octave_steps=octave_steps, n_levels=n_levels, heatmap=heatmap, heatmap_sigmas=heatmap_sigmas,
