@@ -29,9 +29,12 @@ ORDER = [
     ("runs.md", "Batch runs and Ray (issue 12)"),
     ("cnn_vs_vit.md", "Bring your own model: every image method on a CNN and a ViT (issue 16)"),
     ("bench_vit.md", "Bring your own model: overhead of IG and RISE on the ViT (issue 16)"),
-    ("sanity.md", "Sanity checks: model-parameter randomisation (issue 19)"),
+    ("sanity.md", "Sanity checks: model-parameter randomisation, digits CNN (issue 19)"),
+    ("sanity_efficientnet.md", "Sanity checks: model-parameter randomisation, EfficientNet-Lite0 (issue 19)"),
     ("metric_agreement.md", "Metric agreement on the suites (issue 19)"),
+    ("sampling_choice_digits-clutter-cnn.md", "Sampling methods: how the default samplers were chosen (issue 18)"),
     ("sampling.md", "Sampling methods: error against time, and tol (issue 18)"),
+    ("ablation_speed.md", "Ablation paths: coarse-to-fine schedule against the thesis schedule (issue 18)"),
 ]
 COMMANDS = {
     "eval_digits_clutter/table.md": "OMP_NUM_THREADS=1 pathxai evaluate --suite digits-clutter --methods "
