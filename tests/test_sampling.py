@@ -640,3 +640,13 @@ def test_no_host_tensor_meets_the_device(name, params, digits_model, digit_batch
         e = px.get_method(name)(model, batch_size=4, **params).explain(x[:2])
     assert not mode.violations, "\n" + format_violations(mode.violations)
     assert e.extras["stderr"].shape == e.attribution.shape
+
+
+def test_a_cap_reached_with_too_few_groups_says_so_rather_than_that_tol_was_missed():
+    # 256 RISE masks are few Sobol groups: the error estimate reads below tol but is not trusted (MIN_REPLICATES)
+    method = px.get_method("rise")(Sigmoid((1, 8, 8)), n_masks=256, grid=3, tol=0.5)
+    with pytest.warns(UserWarning) as record:
+        method.explain(image(1, 1, 8, 8), 0)
+    messages = [str(w.message) for w in record if "cap of 256 masks" in str(w.message)]
+    assert messages and "independent groups of draws, fewer than the" in messages[0]
+    assert "before the relative standard error fell below" not in messages[0]

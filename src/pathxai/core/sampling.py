@@ -567,10 +567,12 @@ class ToleranceStop:
         self.tol, self.cap, self.unit, self.method = tol, int(cap), unit, method
         self.evaluator, self.min_replicates = evaluator, int(min_replicates)
         self.error: torch.Tensor | None = None
+        self.replicates = 0
 
     def check(self, estimate: torch.Tensor, stderr: torch.Tensor, replicates: int) -> bool:
         """Record the relative error of ``estimate`` (N, ...) with ``stderr``; True when sampling may stop."""
         self.error = relative_error(estimate, stderr)
+        self.replicates = int(replicates)
         worst = float(self.error.max()) if self.error.numel() else 0.0
         note = getattr(self.evaluator, "progress_note", None)
         if note is not None:
@@ -582,6 +584,13 @@ class ToleranceStop:
         if self.tol is None or stopped:
             return
         worst = float(self.error.max()) if self.error is not None and self.error.numel() else math.nan
+        if worst < self.tol:   # below tol, but from too few independent groups to trust the estimate of the error
+            warnings.warn(f"{self.method}: the cap of {self.cap} {self.unit} was reached with {self.replicates} "
+                          f"independent groups of draws, fewer than the {self.min_replicates} needed to trust the "
+                          f"error estimate (it reads {worst:.3g} < tol={self.tol:g}); returning the estimate from "
+                          f"{self.cap} {self.unit} with its standard error (extras['stderr']). Raise the cap.",
+                          ToleranceNotReachedWarning, stacklevel=4)
+            return
         warn_cap_reached(self.method, self.tol, self.cap, self.unit, worst)
 
 
@@ -589,6 +598,12 @@ def warn_cap_reached(method: str, tol: float, cap: int, unit: str, worst: float,
     """The :class:`ToleranceNotReachedWarning` for a ``tol`` the cap did not reach (``worst``: the largest relative
     error left; ``inputs``: which inputs of the batch did not reach it, if not all share the draws)."""
     which = f" for input(s) {list(inputs)}" if inputs else ""
+    if worst < tol:   # the estimate reads below tol, but from too few independent groups to be trusted
+        warnings.warn(f"{method}: the cap of {cap} {unit} was reached{which} before enough independent groups of "
+                      f"draws to trust the error estimate (it reads {worst:.3g} < tol={tol:g}); returning the "
+                      f"estimate from {cap} {unit} with its standard error (extras['stderr']). Raise the cap.",
+                      ToleranceNotReachedWarning, stacklevel=5)
+        return
     warnings.warn(f"{method}: the cap of {cap} {unit} was reached{which} before the relative standard error fell "
                   f"below tol={tol:g} (it is {worst:.3g}); returning the estimate from {cap} {unit} with its standard "
                   "error (extras['stderr']). Raise the cap or tol.", ToleranceNotReachedWarning, stacklevel=5)
