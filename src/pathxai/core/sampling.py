@@ -594,7 +594,8 @@ class ToleranceStop:
         warn_cap_reached(self.method, self.tol, self.cap, self.unit, worst)
 
 
-def warn_cap_reached(method: str, tol: float, cap: int, unit: str, worst: float, inputs: Sequence[int] = ()) -> None:
+def warn_cap_reached(method: str, tol: float, cap: int, unit: str, worst: float, inputs: Sequence[int] = (),
+                     stacklevel: int = 5) -> None:
     """The :class:`ToleranceNotReachedWarning` for a ``tol`` the cap did not reach (``worst``: the largest relative
     error left; ``inputs``: which inputs of the batch did not reach it, if not all share the draws)."""
     which = f" for input(s) {list(inputs)}" if inputs else ""
@@ -602,11 +603,11 @@ def warn_cap_reached(method: str, tol: float, cap: int, unit: str, worst: float,
         warnings.warn(f"{method}: the cap of {cap} {unit} was reached{which} before enough independent groups of "
                       f"draws to trust the error estimate (it reads {worst:.3g} < tol={tol:g}); returning the "
                       f"estimate from {cap} {unit} with its standard error (extras['stderr']). Raise the cap.",
-                      ToleranceNotReachedWarning, stacklevel=5)
+                      ToleranceNotReachedWarning, stacklevel=stacklevel)
         return
     warnings.warn(f"{method}: the cap of {cap} {unit} was reached{which} before the relative standard error fell "
                   f"below tol={tol:g} (it is {worst:.3g}); returning the estimate from {cap} {unit} with its standard "
-                  "error (extras['stderr']). Raise the cap or tol.", ToleranceNotReachedWarning, stacklevel=5)
+                  "error (extras['stderr']). Raise the cap or tol.", ToleranceNotReachedWarning, stacklevel=stacklevel)
 
 
 def gradient_rounds(evaluator: Any, total: int, make: Callable[[int, int], torch.Tensor],
@@ -646,6 +647,15 @@ class SamplingMixin:
         if record is not None:
             e.meta.update(record)
         return e
+
+    def _finish_sampling(self, used: Sequence[int], errors: Sequence[float], unreached: Sequence[int], cap: int,
+                         unit: str, n_inputs: int) -> None:
+        """Warn for the inputs that did not reach ``tol`` before ``cap`` (``unreached``: their indices; ``errors``:
+        every input's final relative error) and record ``samples_used`` / ``relative_error`` / ``tol_reached``."""
+        if unreached:
+            warn_cap_reached(self.name, self.tol, cap, unit, max(errors[i] for i in unreached),  # type: ignore
+                             unreached if len(unreached) < n_inputs else (), stacklevel=6)
+        self._record_sampling(used, errors, None if self.tol is None else not unreached)  # type: ignore
 
     explain.__doc__ = ("Explain the batch ``x`` (see :meth:`pathxai.core.Method.explain`); ``meta`` also holds "
                        "``samples_used``, ``relative_error`` and ``tol_reached``.")

@@ -45,8 +45,7 @@ import torch
 
 from ..core import Method, Target, register_method
 from ..core.limits import Cost
-from ..core.sampling import (MIN_REPLICATES, SamplingMixin, check_sampling, check_tol, round_up,
-                             warn_cap_reached)
+from ..core.sampling import (MIN_REPLICATES, SamplingMixin, check_sampling, check_tol, round_up)
 from ..core.seeding import item_generator, item_seed, numpy_rng
 from ..core.validation import check_positive_int
 
@@ -330,10 +329,7 @@ class _CaptumPerturbation(SamplingMixin, Method):
             errors.append(rms / spread if spread > 0 else (0.0 if rms == 0 else math.inf))
             if self.tol is not None and not (session is not None and session.stopped):
                 unreached.append(j)
-        if unreached:
-            warn_cap_reached(self.name, self.tol, self.n_samples, "samples",  # type: ignore[arg-type]
-                             max(errors[j] for j in unreached), unreached if len(unreached) < x.shape[0] else ())
-        self._record_sampling(used, errors, None if self.tol is None else not unreached)
+        self._finish_sampling(used, errors, unreached, self.n_samples, "samples", x.shape[0])
         attribution = torch.cat(out)
         stderr = torch.cat(stderrs)
         if self.groups is not None:

@@ -62,8 +62,7 @@ import torch.nn.functional as F
 
 from ..core import Method, Target, accumulate_rows, item_generator, item_gradients, register_method
 from ..core.sampling import (NOISE_SAMPLINGS, GaussianNoise, ReplicateMoments, SampleBlocks, SamplingMixin,
-                             ToleranceStop, check_sampling, check_tol, gradient_rounds, relative_error, round_up,
-                             warn_cap_reached)
+                             ToleranceStop, check_sampling, check_tol, gradient_rounds, relative_error, round_up)
 from ..core.validation import check_fraction, check_positive_int
 
 MAX_DENSE = 8192
@@ -610,10 +609,7 @@ class FunctionalInformation(SamplingMixin, Method):
             final_error.append(float(relative_error(est[None], se[None])[0]))
             if self.tol is not None and not stopped:
                 unreached.append(i)
-        if unreached:
-            warn_cap_reached(self.name, self.tol, self.n_samples, "samples",  # type: ignore[arg-type]
-                             max(final_error[i] for i in unreached), unreached if len(unreached) < n else ())
-        self._record_sampling(used, final_error, None if self.tol is None else not unreached)
+        self._finish_sampling(used, final_error, unreached, self.n_samples, "samples", n)
         attribution = torch.stack(estimates).to(x.dtype)
         return attribution, {"information": attribution.flatten(1).sum(1), "noise_std": self._noise_std,
                              "mean_f": torch.stack(mean_f), "stderr": torch.stack(errors).to(x.dtype)}

@@ -8,8 +8,7 @@ import torch
 
 from ..core import Method, Target, accumulate_rows, item_generator, item_gradients, register_method
 from ..core.sampling import (NOISE_SAMPLINGS, GaussianNoise, ReplicateMoments, SampleBlocks, SamplingMixin,
-                             ToleranceStop, check_sampling, check_tol, gradient_rounds, relative_error, round_up,
-                             warn_cap_reached)
+                             ToleranceStop, check_sampling, check_tol, gradient_rounds, relative_error, round_up)
 from ..core.streaming import RunningMoments
 from ..core.validation import check_choice, check_fraction, check_positive_int
 
@@ -237,10 +236,7 @@ class SmoothGrad(SamplingMixin, Method):
             final_error.append(float(relative_error(est[None], se[None])[0]))
             if self.tol is not None and not stopped:
                 unreached.append(i)
-        if unreached:
-            warn_cap_reached(self.name, self.tol, self.n_samples, "samples",  # type: ignore[arg-type]
-                             max(final_error[i] for i in unreached), unreached if len(unreached) < n else ())
-        self._record_sampling(used, final_error, None if self.tol is None else not unreached)
+        self._finish_sampling(used, final_error, unreached, self.n_samples, "samples", n)
         return torch.stack(estimates).to(x.dtype), {"noise_std": sigma, "stderr": torch.stack(errors).to(x.dtype)}
 
 

@@ -30,7 +30,7 @@ import torch
 from ...core import Method, Target, accumulate_rows, item_generator, item_outputs, register_method
 from ...core.baselines import gaussian_blur
 from ...core.sampling import (BLOCK, MASK_SAMPLINGS, BlockStream, MaskedMean, SamplingMixin, ToleranceStop,
-                              binary_cells, check_sampling, check_tol, relative_error, round_up, warn_cap_reached)
+                              binary_cells, check_sampling, check_tol, relative_error, round_up)
 from ...core.validation import (check_choice, check_finite_float, check_fraction, check_positive_float,
                                 check_positive_int)
 from ..ablation_path import (AblationPath, AscentConfig, ascent_step, should_stop, state_saturation)
@@ -480,10 +480,7 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
             final_error.append(float(relative_error(importance[None], se[None])[0]))
             if self.tol is not None and not stopped:
                 unreached.append(i)
-        if unreached:
-            warn_cap_reached(self.name, self.tol, self.n_masks, "masks",  # type: ignore[arg-type]
-                             max(final_error[i] for i in unreached), unreached if len(unreached) < x.shape[0] else ())
-        self._record_sampling(used, final_error, None if self.tol is None else not unreached)
+        self._finish_sampling(used, final_error, unreached, self.n_masks, "masks", x.shape[0])
         extras = {"feature_importance": imps, "feature_stderr": ses, "keypoints": kps,
                   "n_features": torch.tensor([len(k) for k in kps]),
                   "decomposition_time_s": torch.tensor(times),
