@@ -71,6 +71,11 @@ def main() -> None:
              "the machines are shared: several tables were measured while other jobs loaded the machine (load "
              "average 5-15), which each section states; absolute seconds there are inflated, ratios less so.",
              "Regenerate this file with `python benchmarks/assemble_results.py` after re-running a benchmark.",
+             "Defaults that changed since some tables were measured: `ablation_path` now uses "
+             "`schedule=\"coarse_to_fine\"` (tables of issues 5 and the evaluate tables were measured with the "
+             "thesis schedule, `schedule=\"thesis\"` reproduces them bit for bit); the sampling methods use the "
+             "samplers of issue 18 (`sampling=\"mc\"` reproduces earlier tables bit for bit); SAMP++ was reworked "
+             "in issue 17 (samp.md says which of its sections predate it). Each section names its commit or command.",
              ""]
     toc, body = [], []
     for name, title in ORDER:
