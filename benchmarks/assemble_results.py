@@ -7,6 +7,8 @@ this script only concatenates them under one table of contents, in a fixed order
 """
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 from pathxai.core.files import atomic_write_text
@@ -89,6 +91,9 @@ def main() -> None:
             body += ["```bash", COMMANDS[name], "```", ""]
         text = path.read_text().strip()
         text = demote_headings(text)
+        # image links in a result file are relative to its folder; RESULTS.md lives one level up
+        base = path.parent.relative_to(HERE).as_posix() + "/" + (str(Path(name).parent) + "/" if "/" in name else "")
+        text = re.sub(r"!\[([^\]]*)\]\((?!https?:|/)([^)]+)\)", lambda m: f"![{m.group(1)}]({base}{m.group(2)})", text)
         body += [text, ""]
         del anchor
     atomic_write_text(HERE / "RESULTS.md", "\n".join(parts + toc + [""] + body) + "\n")
