@@ -386,6 +386,24 @@ class BatchedEvaluator:
                 out = out.to(wide)
         return out
 
+    def checked_forward(self, desc: str, first_item: int, fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                        depends_on: str = "the input") -> Callable[[torch.Tensor], torch.Tensor]:
+        """A forward for code that runs the model itself (Captum): :meth:`call_model`, checked as the evaluator's
+        own chunks are (one tensor per input, finite, differentiable when grad is on), then the callable target
+        ``fn`` if any. ``desc`` names the method in errors, ``first_item`` the batch offset of the inputs it gets,
+        ``depends_on`` what the output must depend on (e.g. a hooked layer's activations)."""
+        def forward(inp: torch.Tensor) -> torch.Tensor:
+            out = check_model_output(self.call_model(inp), inp.shape[0])
+            check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, first_item=first_item,
+                         context=_context(desc))
+            if torch.is_grad_enabled() and not out.requires_grad:
+                raise GradientUnavailableError(
+                    f"cannot compute gradients{_context(desc)}: the model output does not require grad: the model "
+                    "detaches it, converts through NumPy, or runs under torch.no_grad()/inference_mode internally, "
+                    f"so it does not depend differentiably on {depends_on}; {PERTURBATION_HINT}")
+            return out if fn is None else fn(out)
+        return forward
+
     # ------------------------------------------------------------------ accounting
     def reset_counts(self) -> None:
         self.n_forward = self.n_gradient = self.n_probe = 0

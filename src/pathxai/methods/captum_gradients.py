@@ -41,11 +41,11 @@ from torch.overrides import TorchFunctionMode
 
 from ..core import Method, Target, accumulate_rows, item_gradients, register_method
 from ..core.baselines import BaselineLike, check_baseline, describe_baseline, make_baseline
-from ..core.evaluator import PERTURBATION_HINT, GradientUnavailableError, check_gradients_possible, evaluation_mode
+from ..core.evaluator import check_gradients_possible, evaluation_mode
 from ..core.limits import Cost
 from ..core.seeding import item_generator
-from ..core.validation import (GRADIENT_CAUSE, MODEL_OUTPUT_CAUSE, check_bool, check_choice, check_finite,
-                               check_model_output, check_positive_float, check_positive_int)
+from ..core.validation import (GRADIENT_CAUSE, check_bool, check_choice, check_finite, check_positive_float,
+                               check_positive_int)
 
 SCORES = ("output", "softmax", "log_softmax")
 
@@ -235,20 +235,8 @@ class _HookedCaptumMethod(Method):
 
     def _forward(self, first_item: int, fn: Callable[[torch.Tensor], torch.Tensor] | None = None
                  ) -> Callable[[torch.Tensor], torch.Tensor]:
-        """The forward Captum calls: the evaluator's model call, checked (one finite tensor, differentiable),
-        followed by the callable target ``fn`` if any."""
-        def forward(inp: torch.Tensor) -> torch.Tensor:
-            out = check_model_output(self.evaluator.call_model(inp), inp.shape[0])
-            check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, first_item=first_item,
-                         context=f" (in the {self.name} evaluations)")
-            if torch.is_grad_enabled() and not out.requires_grad:
-                raise GradientUnavailableError(
-                    f"cannot compute gradients (in the {self.name} evaluations): the model output does not require "
-                    "grad: the model detaches it, converts through NumPy, or runs under torch.no_grad()/"
-                    "inference_mode internally, so it does not depend differentiably on the input; "
-                    f"{PERTURBATION_HINT}")
-            return out if fn is None else fn(out)
-        return forward
+        """The forward Captum calls: the evaluator's checked model call, then the callable target ``fn`` if any."""
+        return self.evaluator.checked_forward(self.name, first_item, fn)
 
     def _run_chunks(self, x: torch.Tensor, target: Target) -> torch.Tensor:
         check_gradients_possible(self.name)

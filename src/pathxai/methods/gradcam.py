@@ -30,8 +30,8 @@ from captum.attr import LayerGradCam
 from torch import nn
 
 from ..core import Method, Target, register_method
-from ..core.evaluator import PERTURBATION_HINT, GradientUnavailableError, check_gradients_possible
-from ..core.validation import GRADIENT_CAUSE, MODEL_OUTPUT_CAUSE, check_bool, check_finite, check_model_output
+from ..core.evaluator import check_gradients_possible
+from ..core.validation import GRADIENT_CAUSE, check_bool, check_finite
 
 MAX_PREFIX_TOKENS = 16  # class + distillation + register tokens ahead of the patch tokens (DINOv2-reg has 5)
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -307,21 +307,8 @@ class GradCAM(Method):
         return self._layouts[key]
 
     def _forward(self, first_item: int, fn: Any = None) -> Any:
-        """The forward Captum calls: the model, checked like the shared evaluator checks it (one tensor per input,
-        finite, differentiable), optionally followed by the callable target ``fn``."""
-        def forward(inp: torch.Tensor) -> torch.Tensor:
-            # the evaluator's call: the model's device and dtype, a ModelOutput/dict/tuple unwrapped, float32 out
-            out = check_model_output(self.evaluator.call_model(inp), inp.shape[0])
-            check_finite(out, "model output", cause=MODEL_OUTPUT_CAUSE, first_item=first_item,
-                         context=f" (in the {self.name} evaluations)")
-            if torch.is_grad_enabled() and not out.requires_grad:
-                raise GradientUnavailableError(
-                    f"cannot compute gradients (in the {self.name} evaluations): the model output does not require "
-                    "grad: "
-                    "the model detaches it, converts through NumPy, or runs under torch.no_grad()/inference_mode "
-                    f"internally, so it does not depend differentiably on the layer's activations; {PERTURBATION_HINT}")
-            return out if fn is None else fn(out)
-        return forward
+        """The forward Captum calls: the evaluator's checked model call, then the callable target ``fn`` if any."""
+        return self.evaluator.checked_forward(self.name, first_item, fn, depends_on="the layer's activations")
 
     def _explain(self, x: torch.Tensor, target: Target) -> tuple[torch.Tensor, dict[str, Any]]:
         check_gradients_possible(self.name)
