@@ -584,24 +584,22 @@ class ToleranceStop:
         if self.tol is None or stopped:
             return
         worst = float(self.error.max()) if self.error is not None and self.error.numel() else math.nan
-        if worst < self.tol:   # below tol, but from too few independent groups to trust the estimate of the error
-            warnings.warn(f"{self.method}: the cap of {self.cap} {self.unit} was reached with {self.replicates} "
-                          f"independent groups of draws, fewer than the {self.min_replicates} needed to trust the "
-                          f"error estimate (it reads {worst:.3g} < tol={self.tol:g}); returning the estimate from "
-                          f"{self.cap} {self.unit} with its standard error (extras['stderr']). Raise the cap.",
-                          ToleranceNotReachedWarning, stacklevel=4)
-            return
-        warn_cap_reached(self.method, self.tol, self.cap, self.unit, worst)
+        # stacklevel 6: warn_cap_reached, finish, _explain, Method.explain, SamplingMixin.explain, the caller
+        warn_cap_reached(self.method, self.tol, self.cap, self.unit, worst, stacklevel=6,
+                         groups=(self.replicates, self.min_replicates))
 
 
 def warn_cap_reached(method: str, tol: float, cap: int, unit: str, worst: float, inputs: Sequence[int] = (),
-                     stacklevel: int = 5) -> None:
+                     stacklevel: int = 5, groups: tuple[int, int] | None = None) -> None:
     """The :class:`ToleranceNotReachedWarning` for a ``tol`` the cap did not reach (``worst``: the largest relative
-    error left; ``inputs``: which inputs of the batch did not reach it, if not all share the draws)."""
+    error left; ``inputs``: which inputs of the batch did not reach it, if not all share the draws; ``groups``:
+    (independent groups drawn, groups the stopping rule needs), when known)."""
     which = f" for input(s) {list(inputs)}" if inputs else ""
     if worst < tol:   # the estimate reads below tol, but from too few independent groups to be trusted
-        warnings.warn(f"{method}: the cap of {cap} {unit} was reached{which} before enough independent groups of "
-                      f"draws to trust the error estimate (it reads {worst:.3g} < tol={tol:g}); returning the "
+        few = (f" with {groups[0]} independent groups of draws, fewer than the {groups[1]} needed to trust the error "
+               "estimate" if groups else " before enough independent groups of draws to trust the error estimate")
+        warnings.warn(f"{method}: the cap of {cap} {unit} was reached{which}{few} (it reads {worst:.3g} < "
+                      f"tol={tol:g}); returning the "
                       f"estimate from {cap} {unit} with its standard error (extras['stderr']). Raise the cap.",
                       ToleranceNotReachedWarning, stacklevel=stacklevel)
         return
