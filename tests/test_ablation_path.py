@@ -655,12 +655,7 @@ def test_thesis_schedule_matches_the_stored_reference_from_before_the_schedules(
     from ablation_reference import REFERENCE_PATH, compute
 
     stored = json.loads(REFERENCE_PATH.read_text())
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)            # as recorded
-    try:
-        now = compute(schedule="thesis")
-    finally:
-        torch.set_num_threads(threads)
+    now = compute(schedule="thesis")    # with one thread, as recorded
     assert set(now) == set(stored)
     for case in stored:
         for key in stored[case]:

@@ -20,12 +20,7 @@ from pathxai.metrics.road import ROAD_NEIGHBOURS, noisy_linear_imputation
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest's fixture
 
 
 # ----------------------------------------------------------------------------------------------- imputation

@@ -17,12 +17,7 @@ from pathxai import metrics as M
 from pathxai.metrics.road import noisy_linear_imputation
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # conftest's fixture
 
 
 def _random(shape, seed):
