@@ -4,7 +4,7 @@ control for the spiral's prefilter), the cartesian CNN with rotation augmentatio
 SNR 1/4 and 1/64; validation on held-out molecules; validation MSE and a mean-centred, deviation-normalised
 equivariance error per epoch; training time per epoch and the share of the sparse resampling in a spiral step.
 
-    python benchmarks/spiral_denoise.py                 # 3 seeds x 6 networks x 2 SNRs (~60-75 min on 2 idle cores)
+    python benchmarks/spiral_denoise.py                 # 10 seeds x 6 networks x 2 SNRs (~7 min on 2 cores)
     python benchmarks/spiral_denoise.py --tiny --out /tmp/spiral    # smoke run, ~1-2 min (numbers meaningless)
 
 Writes <out>/spiral.md, spiral_curves.csv (every seed, every epoch) and spiral_snr4.png / spiral_snr64.png (seed 0)
@@ -41,6 +41,7 @@ from pathxai.equivariant.experiment import (
 from pathxai.equivariant.models import GaussianBlur
 from pathxai.equivariant.plots import plot_curves
 from pathxai.equivariant.spiral import disc_mask
+from pathxai.stats import holm, paired_comparison
 from pathxai.equivariant.train import (
     INNER_RADIUS,
     equivariance_angles,
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--channels", type=int, default=12)
     ap.add_argument("--depth", type=int, default=5)
-    ap.add_argument("--seeds", type=int, default=3, help="seeds 0 .. n-1")
+    ap.add_argument("--seeds", type=int, default=10, help="seeds 0 .. n-1")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
     if args.tiny:
@@ -230,31 +231,42 @@ def main(argv: list[str] | None = None) -> int:
                   f"{mean_sd([f[0] for f in fs])} (disc) / {mean_sd([f[1] for f in fs])} (r<0.8) at SNR {k}"
                   for k, fs in floors.items()) + " (mean ± sd over the seeds' data).", ""]
 
-    # paired comparisons by seed
+    # paired comparisons by seed: bootstrap CI of the mean difference over seeds, Wilcoxon signed-rank p-value,
+    # Holm-corrected within each (SNR, quantity) family of pairs
     lines += ["## Paired comparisons (a − b per seed; lower is better for every column)", "",
-              "Each cell: mean ± sd over the seeds of the difference, and in how many seeds a was lower. "
-              f"With {len(seeds)} seeds, only a difference of the same sign in every seed is called consistent below.",
+              "Each cell: the mean over the seeds of the difference a − b, its 95 % BCa bootstrap CI over seeds, "
+              "in how many seeds a was lower, and the two-sided Wilcoxon signed-rank p-value, Holm-corrected over "
+              f"the {len(PAIRS)} pairs within each SNR and quantity. With {len(seeds)} seeds the smallest possible "
+              f"p-value is {2 / 2 ** len(seeds):.3g} before correction.",
               "", "| SNR | a − b | what it isolates | " + " | ".join(q for _, q in QUANTITIES) + " |",
               "|---|---|---|" + "---|" * len(QUANTITIES)]
     verdicts = []
     for snr_name, _ in SNRS:
+        rows = []          # (a, b, what, {key: (PairedComparison, seeds where a was lower)})
         for a, b, what in PAIRS:
             ra = {r["seed"]: r for r in records if r["snr"] == snr_name and r["arch"] == a}
             rb = {r["seed"]: r for r in records if r["snr"] == snr_name and r["arch"] == b}
             common = sorted(set(ra) & set(rb))
-            if not common:
-                continue
+            if common:
+                comps = {}
+                for key, _ in QUANTITIES:
+                    va, vb = [ra[s][key] for s in common], [rb[s][key] for s in common]
+                    comps[key] = (paired_comparison(va, vb, stream=f"{snr_name}/{a}/{b}/{key}"),
+                                  sum(x < y for x, y in zip(va, vb) if math.isfinite(x) and math.isfinite(y)))
+                rows.append((a, b, what, comps))
+        adjusted = {key: holm([row[3][key][0].p_value for row in rows]) for key, _ in QUANTITIES}
+        for i, (a, b, what, comps) in enumerate(rows):
             cells = []
             for key, label in QUANTITIES:
-                d = [ra[s][key] - rb[s][key] for s in common]
-                d = [v for v in d if math.isfinite(v)]
-                lower = sum(v < 0 for v in d)
-                cells.append(f"{mean_sd(d)} ({lower}/{len(d)})" if d else "nan")
-                if d and (lower == len(d) or lower == 0) and len(d) > 1:
-                    verdicts.append(f"SNR {snr_name}, {label}: {a} {'<' if lower else '>'} {b} in every seed "
-                                    f"({what}; mean difference {statistics.mean(d):+.3f}).")
+                (c, lower), p_holm = comps[key], adjusted[key][i]
+                cells.append(f"{c.mean_difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}] ({lower}/{c.n}; "
+                             f"p_holm {p_holm:.2g})")
+                if math.isfinite(p_holm) and p_holm < 0.05:
+                    verdicts.append(f"SNR {snr_name}, {label}: {a} {'<' if c.mean_difference < 0 else '>'} {b} "
+                                    f"({what}; difference {c.mean_difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}], "
+                                    f"lower in {lower}/{c.n} seeds, p_holm {p_holm:.2g}).")
             lines.append(f"| {snr_name} | {a} − {b} | {what} | " + " | ".join(cells) + " |")
-    lines += ["", "Consistent differences (same sign in every seed, computed):", ""]
+    lines += ["", "Significant differences (p_holm < 0.05, computed):", ""]
     lines += [f"- {v}" for v in verdicts] or ["- none"]
     lines += ["", "Everything not listed there is not separated by these seeds.", "",
               "Training step at SNR 1/64, seed 0 (batch 32, forward + backward + Adam; median of 5):", "",
