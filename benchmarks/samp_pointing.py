@@ -104,52 +104,77 @@ def main() -> None:
                   {"eta_fraction": None, **plus_kw}),
                  ("samp++ current (IC path, current credits)", px.get_method("samp++"), plus_kw)]
 
-    rows: list[dict[str, Any]] = []
-    raw: dict[str, Any] = {"command": command, "n": n, "items": [suite.items[i].name for i in keep]}
-    for name in ("saliency", "gradcam"):
-        e = px.get_method(name)(model, **common).explain(x, labels)
-        sal = e.saliency()
+    # image by image, every configuration on each, and the report rewritten after each image: a run stopped early
+    # still leaves a table over the images done (the IC path costs minutes per photo)
+    maps: dict[str, list[torch.Tensor]] = {}      # configuration -> per-image (1, H, W) maps
+    cost: dict[str, dict[str, float]] = {}        # variant label -> summed gradient evaluations / seconds / error
+    order: list[str] = []
+
+    def keep_map(key: str, sal: torch.Tensor) -> None:
+        if key not in maps:
+            maps[key] = []
+            order.append(key)
+        maps[key].append(sal.detach().to(torch.float32).cpu())
+
+    for j in range(n):
+        xj, yj = x[j:j + 1], labels[j:j + 1]
+        for name in ("saliency", "gradcam"):
+            keep_map(f"{name} (its own saliency())", px.get_method(name)(model, **common).explain(xj, yj).saliency())
+        for label, cls, kw in variants:
+            attrs, c = {}, cost.setdefault(label, {"evals": 0.0, "seconds": 0.0, "err": 0.0, "n_err": 0})
+            t0 = time.perf_counter()
+            for direction, baseline in (("deletion", "zero"), ("insertion", "blur")):
+                e = cls(model, direction=direction, baseline=baseline, **common, **kw).explain(xj, yj)
+                attrs[direction] = e.attribution
+                c["evals"] += float(e.meta["gradient_evaluations"])
+                if "relative_credit_error" in e.extras:
+                    c["err"] += float(e.extras["relative_credit_error"].mean())
+                    c["n_err"] += 1
+            c["seconds"] += time.perf_counter() - t0
+            attrs["both (B+G)"] = 0.5 * (attrs["deletion"] + attrs["insertion"])
+            for direction, attr in attrs.items():
+                for red in REDUCTIONS:
+                    keep_map(f"{label}, {direction} | {red}", reduce_channels(attr, red))
+                keep_map(f"{label}, {direction} | smoothed",
+                         gaussian_blur(reduce_channels(attr, "abs_sum").unsqueeze(1), args.smooth_sigma)[:, 0])
+        write_report(args, command, maps, order, cost, masks[:j + 1], labels[:j + 1], area, n,
+                     [suite.items[i].name for i in keep[:j + 1]])
+        print(f"image {j + 1}/{n} done", flush=True)
+
+
+def write_report(args: argparse.Namespace, command: str, maps: dict[str, list[torch.Tensor]], order: list[str],
+                 cost: dict[str, dict[str, float]], masks: torch.Tensor, labels: torch.Tensor, area: float,
+                 n_total: int, items: list[str]) -> None:
+    """Score every configuration's maps (over the images done) and rewrite the markdown table and the JSON."""
+    done = len(items)
+    raw: dict[str, Any] = {"command": command, "n": done, "items": items}
+    rows: dict[str, dict[str, Any]] = {}
+    for key in order:
+        sal = torch.cat(maps[key])
         p = pointing(sal, masks, labels, args.tolerance)
-        rows.append({"config": f"{name} (its own saliency())", "default": p["accuracy"], "top": top_share(sal)})
-        raw[name] = p
-        print(f"{name}: {p['accuracy']:.3f}", flush=True)
-    for label, cls, kw in variants:
-        attrs, evals, est = {}, 0.0, []
-        t0 = time.perf_counter()
-        for direction, baseline in (("deletion", "zero"), ("insertion", "blur")):
-            e = cls(model, direction=direction, baseline=baseline, **common, **kw).explain(x, labels)
-            attrs[direction] = e.attribution
-            evals += e.meta["gradient_evaluations"] / n
-            if "relative_credit_error" in e.extras:
-                est.append(float(e.extras["relative_credit_error"].mean()))
-        attrs["both (B+G)"] = 0.5 * (attrs["deletion"] + attrs["insertion"])
-        seconds = time.perf_counter() - t0
-        for direction, attr in attrs.items():
-            row: dict[str, Any] = {"config": f"{label}, {direction}"}
-            for red in REDUCTIONS:
-                p = pointing(reduce_channels(attr, red), masks, labels, args.tolerance)
-                row[red] = p["accuracy"]
-                raw[f"{label} | {direction} | {red}"] = p
-            smooth = gaussian_blur(reduce_channels(attr, "abs_sum").unsqueeze(1), args.smooth_sigma)[:, 0]
-            row["smoothed"] = pointing(smooth, masks, labels, args.tolerance)["accuracy"]
-            row["top"] = top_share(reduce_channels(attr, "sum"))
-            rows.append(row)
-        rows[-1]["cost"] = f"{evals:.0f} grad evals/image, {seconds / n:.0f} s/image" + \
-            (f", est. credit error {sum(est) / len(est):.1%}" if est else "")
-        print(f"{label}: " + "; ".join(f"{r['config'].split(', ')[-1]} {r['sum']:.3f}/{r['abs_sum']:.3f}/"
-                                       f"{r['sum_abs']:.3f}/{r['smoothed']:.3f}" for r in rows[-3:]), flush=True)
+        raw[key] = p
+        config, _, column = key.partition(" | ")
+        row = rows.setdefault(config, {"config": config})
+        row[column or "default"] = p["accuracy"]
+        if column in ("", "sum"):
+            row["top"] = top_share(sal)
+    for label, c in cost.items():
+        last = f"{label}, both (B+G)"
+        if last in rows:
+            rows[last]["cost"] = (f"{c['evals'] / done:.0f} grad evals/image, {c['seconds'] / done:.0f} s/image"
+                                  + (f", est. credit error {c['err'] / c['n_err']:.1%}" if c["n_err"] else ""))
 
     def cell(r: dict[str, Any], key: str) -> str:
         return f"{r[key]:.2f}" if key in r else ""
 
     lines = ["## Pointing on the photo composites: which factor", "", f"Command: `{command}`", "",
-             f"{n} composites of the photos suite (EfficientNet-Lite0, object area {area:.0%} of the image on "
-             f"average), pointing game with tolerance {args.tolerance:g} px, class-balanced accuracy. Columns: the "
-             "saliency map as the signed channel sum (`sum`, the default of `saliency()`), |sum| (`abs_sum`), the sum "
-             f"of |.| (`sum_abs`), |sum| blurred with sigma = {args.smooth_sigma:g} px (`smoothed`); `top-1 %`: share "
-             "of the signed-sum map's |mass| in its top 1 % pixels.", "",
+             f"{done} of {n_total} composites of the photos suite (EfficientNet-Lite0, object area {area:.0%} of the "
+             f"image on average), pointing game with tolerance {args.tolerance:g} px, class-balanced accuracy. "
+             "Columns: the saliency map as the signed channel sum (`sum`, the default of `saliency()`), |sum| "
+             f"(`abs_sum`), the sum of |.| (`sum_abs`), |sum| blurred with sigma = {args.smooth_sigma:g} px "
+             "(`smoothed`); `top-1 %`: share of the signed-sum map's |mass| in its top 1 % pixels.", "",
              "| configuration | sum | abs_sum | sum_abs | smoothed | top-1 % | cost |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in rows.values():
         if "default" in r:
             lines.append(f"| {r['config']} | {r['default']:.2f} |  |  |  | {r['top']:.2f} |  |")
         else:
@@ -157,9 +182,11 @@ def main() -> None:
                          f"{cell(r, 'smoothed')} | {r['top']:.2f} | {r.get('cost', '')} |")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    out.with_suffix(".json").write_text(json.dumps(raw, indent=1))
-    print("\n".join(lines))
+    for path, text in ((out, "\n".join(lines) + "\n"), (out.with_suffix(".json"), json.dumps(raw, indent=1))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)     # atomic: a stopped run never leaves half a report
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":

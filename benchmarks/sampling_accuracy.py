@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 import warnings
@@ -107,6 +108,12 @@ def interp_loglog(xs: list[float], ys: list[float], y: float) -> tuple[float, st
     return pts[-1][0], ">"
 
 
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def method_default(name: str) -> str:
     cls = px.get_method(name)
     return getattr(cls, "sampling_default", None) or \
@@ -114,11 +121,11 @@ def method_default(name: str) -> str:
 
 
 def bench_method(name: str, model: torch.nn.Module, encoder: torch.nn.Module, x: torch.Tensor, seeds: int,
-                 scale: float) -> dict:
+                 scale: float, ref_factor: int = REF_FACTOR) -> dict:
     paper = max(8, int(round(PAPER[name] * scale)))
     default = method_default(name)
-    ref = run(name, model, encoder, x, paper * REF_FACTOR, 10_000, None)
-    out = {"method": name, "paper_budget": paper, "default": default, "reference_budget": paper * REF_FACTOR,
+    ref = run(name, model, encoder, x, paper * ref_factor, 10_000, None)
+    out = {"method": name, "paper_budget": paper, "default": default, "reference_budget": paper * ref_factor,
            "curves": {}}
     for sampling in dict.fromkeys(("mc", default)):
         fractions = FRACTIONS + (MC_EXTRA if sampling == "mc" else ())
@@ -252,7 +259,13 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="1/16 sizes, one image, two seeds: a smoke run")
     ap.add_argument("--choose", action="store_true", help="every sampling option at a small budget (module doc)")
+    ap.add_argument("--ref-factor", type=int, default=REF_FACTOR,
+                    help=f"reference budget / paper budget (default {REF_FACTOR}; the reference's own standard error "
+                         "is subtracted either way, a smaller factor only makes the error of the smallest errors "
+                         "noisier)")
     args = ap.parse_args()
+    if args.ref_factor < 2:
+        ap.error("--ref-factor must be >= 2")
     OUT.mkdir(parents=True, exist_ok=True)
     if args.choose:
         choose(args.seeds or 12)
@@ -270,13 +283,15 @@ def main() -> None:
             if name == "sift_rise" and model_name == "efficientnet-lite0" and args.tiny:
                 continue   # SIFT decomposition of a 224 x 224 photo: minutes, not a smoke test
             print(f"{model_name}: {name}", flush=True)
-            results.append(bench_method(name, model, encoder, x, seeds, scale))
-        meta = {"model": model_name, "images": n_images, "seeds": seeds, "scale": scale, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-                "total_s": time.perf_counter() - t0}
-        (OUT / f"sampling_{model_name}{suffix}.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                                          indent=1))
-        (OUT / f"sampling_{model_name}{suffix}.md").write_text(table(results) + "\n")
+            results.append(bench_method(name, model, encoder, x, seeds, scale, args.ref_factor))
+            # written after every method (atomically): an interrupted run keeps what it measured
+            meta = {"model": model_name, "images": n_images, "seeds": seeds, "scale": scale,
+                    "ref_factor": args.ref_factor, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "machine": platform.processor() or platform.machine(), "total_s": time.perf_counter() - t0,
+                    "load_average": os.getloadavg(), "methods_done": [r["method"] for r in results]}
+            write_atomic(OUT / f"sampling_{model_name}{suffix}.json",
+                         json.dumps({"meta": meta, "results": results}, indent=1))
+            write_atomic(OUT / f"sampling_{model_name}{suffix}.md", table(results) + "\n")
         plot(results, model_name, OUT / f"sampling_error_vs_time_{model_name}{suffix}.png")
         print(table(results))
 

@@ -41,12 +41,12 @@ from pathxai.equivariant.experiment import (
 from pathxai.equivariant.models import GaussianBlur
 from pathxai.equivariant.plots import plot_curves
 from pathxai.equivariant.spiral import disc_mask
-from pathxai.stats import holm, paired_comparison
 from pathxai.equivariant.train import (
     INNER_RADIUS,
     equivariance_angles,
     equivariance_errors,
 )
+from pathxai.stats import holm, paired_comparison
 
 warnings.filterwarnings("ignore")   # e2cnn's deprecation warnings
 
