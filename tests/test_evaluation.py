@@ -39,6 +39,29 @@ def test_evaluate_rejects_unknown_metrics_and_methods():
         px.evaluate("digits", ["nope"], ["insertion"], n_images=1)
 
 
+def test_evaluate_records_a_method_that_refuses_the_model_and_goes_on(tmp_path):
+    # attention rollout needs a vision transformer: on the digits CNN it refuses, the other method is scored
+    with pytest.warns(UserWarning, match="'attention_rollout' refused the model"):
+        r = px.evaluate("digits", ["gradcam", "attention_rollout"], ["deletion", "pointing"], n_images=3, steps=6,
+                        batch_size=8)
+    assert r.methods == ["gradcam"] and list(r.refused) == ["attention_rollout"]
+    assert "vision transformer" in r.refused["attention_rollout"]
+    assert ("attention_rollout", "deletion") not in r.scores and r.scores[("gradcam", "deletion")].shape == (3,)
+    assert "Refused: attention_rollout:" in r.format_table()
+    r.save(tmp_path, plots=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["refused"]) == {"attention_rollout"}
+    assert {row["method"] for row in summary["summary"]} == {"gradcam"}
+    # every method refusing is an error naming each reason; a bad parameter still fails at once
+    with pytest.raises(px.core.ModelNotSupportedError, match="no method can explain this model: attention_rollout"):
+        with pytest.warns(UserWarning):
+            px.evaluate("digits", ["attention_rollout"], ["deletion"], n_images=2, steps=4)
+    with pytest.raises(ValueError, match="n_steps") as err:
+        px.evaluate("digits", ["ig", "attention_rollout"], ["deletion"], n_images=2, steps=4,
+                    method_params={"ig": {"n_steps": 0}})
+    assert not isinstance(err.value, px.core.ModelNotSupportedError)
+
+
 def test_evaluate_cli(tmp_path):
     result = runner.invoke(app, ["evaluate", "--suite", "digits", "--methods", "gradcam,rise", "--metrics",
                                  "insertion,pointing", "--n-images", "3", "--steps", "8", "-p", "rise.n_masks=20",

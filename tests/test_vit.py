@@ -217,7 +217,8 @@ def test_gradcam_reshape_for_layouts_we_do_not_recognise(vit, x):
     manual = px.get_method("gradcam")(vit, layer=LAST_NORM, reshape=to_grid).explain(x, 3)
     assert torch.allclose(auto.attribution, manual.attribution, atol=1e-7)
     assert manual.meta["params"]["reshape"].endswith("to_grid")
-    with pytest.raises(ValueError, match=r"reshape must map the layer output of shape \(3, 17, 32\) to \(N, C, h, w\)"):
+    # the shape is the model chunk's: batch_size="auto" may split the 3 images (it does on a loaded machine)
+    with pytest.raises(ValueError, match=r"reshape must map the layer output of shape \([123], 17, 32\) to \(N, C, h, w\)"):
         px.get_method("gradcam")(vit, reshape=lambda t: t).explain(x, 3)
     with pytest.raises(TypeError, match="reshape must be a callable"):
         px.get_method("gradcam")(vit, reshape="grid")

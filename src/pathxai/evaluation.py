@@ -22,6 +22,7 @@ import csv
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,7 +32,7 @@ import torch
 from . import metrics as M
 from .core import get_method
 from .core.placement import resolve_device
-from .core.validation import check_positive_int, check_seed
+from .core.validation import ModelNotSupportedError, check_positive_int, check_seed
 from .core.files import atomic_path
 from . import stats as S
 from .suites import load_suite
@@ -54,6 +55,8 @@ class EvaluationResult:
     Attributes:
         scores: ``{(method, metric): (n,) tensor}``; curves: ``{(method, metric): (n, steps + 1)}`` for
             insertion/deletion; saliency: ``{method: (n, H, W)}``; seconds: ``{method: wall seconds per image}``.
+        methods: the methods that explained the model; refused: ``{method: reason}`` for those that cannot explain
+            it (:class:`~pathxai.core.ModelNotSupportedError`, e.g. DeepLIFT on a ViT): they have no scores.
     """
 
     suite: str
@@ -69,6 +72,7 @@ class EvaluationResult:
     seconds: dict[str, float] = field(default_factory=dict)
     evaluations: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)   # method -> why it cannot explain this model
     # the statistics of the last call, keyed by the scores' identities and versions (bootstraps take seconds)
     _stats_cache: tuple[Any, dict[str, S.MethodComparison]] | None = field(default=None, init=False, repr=False,
                                                                             compare=False)
@@ -155,6 +159,8 @@ class EvaluationResult:
             verdicts.append(f"{metric}: {what} ({c.leader} vs {c.runner_up}, p_holm = {p_text})")
         if verdicts:
             lines.append("Best: " + "; ".join(verdicts) + ".")
+        for method, reason in self.refused.items():
+            lines.append(f"Refused: {method}: {reason}")
         return "\n".join(lines)
 
     def save(self, out: str | Path, plots: bool = True) -> list[Path]:
@@ -177,7 +183,7 @@ class EvaluationResult:
             {"suite": self.suite, "model": self.model, "settings": _jsonable(self.settings),
              "summary": [{**r, "ci95": _json_finite(r["ci95"])} for r in summary],
              "statistics": S.STATISTICS_NOTE, "comparisons": _json_finite(self.comparisons()),
-             "best": _json_finite(self.best())}, indent=1)))
+             "best": _json_finite(self.best()), "refused": self.refused}, indent=1)))
         written.append(_write_text(out / "table.md", self.format_table() + "\n"))
         if plots:
             from .viz.curves import save_curves, save_heatmap_grid
@@ -304,16 +310,27 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
                        "score": "logit" if normalisation.lower() == "samp_authors" else "softmax", "seed": seed,
                        "batch_size": batch_size, "n_images": len(data),
                        "method_params": method_params or {}, "pointing_accuracy": {}}
+    # every method is built before any work: a bad parameter fails at once; a method that cannot explain this model
+    # (ModelNotSupportedError, when built or on the first batch) is recorded as refused and the others go on
+    built: dict[str, Any] = {}
     for name, cls in classes.items():
-        method = cls(model, batch_size=batch_size, seed=seed, progress=progress,
-                     **(method_params or {}).get(name, {}))
+        try:
+            built[name] = cls(model, batch_size=batch_size, seed=seed, progress=progress,
+                              **(method_params or {}).get(name, {}))
+        except ModelNotSupportedError as err:
+            _refuse(result, name, err)
+    for name, method in built.items():
         sal, attr_parts, evals = [], [], 0
         t0 = time.perf_counter()
-        for s in range(0, len(data), image_batch):
-            e = method.explain(x[s:s + image_batch], labels[s:s + image_batch])
-            sal.append(e.saliency())
-            attr_parts.append(e.attribution)
-            evals += e.meta["model_evaluations"]
+        try:
+            for s in range(0, len(data), image_batch):
+                e = method.explain(x[s:s + image_batch], labels[s:s + image_batch])
+                sal.append(e.saliency())
+                attr_parts.append(e.attribution)
+                evals += e.meta["model_evaluations"]
+        except ModelNotSupportedError as err:
+            _refuse(result, name, err)
+            continue
         result.seconds[name] = (time.perf_counter() - t0) / len(data)
         result.evaluations[name] = evals / len(data)
         saliency = torch.cat(sal)
@@ -342,7 +359,18 @@ def evaluate(suite: str, methods: Sequence[str], metrics: Sequence[str] = ("inse
                     metric, model, x, saliency, labels, masks, method=name,
                     method_params=(method_params or {}).get(name, {}), seed=seed, batch_size=batch_size,
                     progress=progress, settings=result.settings)
+    if not result.methods:
+        raise ModelNotSupportedError("no method can explain this model: " + "; ".join(
+            f"{m}: {why}" for m, why in result.refused.items()))
     return result
+
+
+def _refuse(result: EvaluationResult, method: str, err: Exception) -> None:
+    """Record that ``method`` cannot explain the model (and warn once): it leaves ``result.methods``."""
+    reason = " ".join(str(err).split())
+    result.refused[method] = reason
+    result.methods.remove(method)
+    warnings.warn(f"evaluate: method {method!r} refused the model and is left out: {reason}", stacklevel=3)
 
 
 def _score_added_metric(metric: str, model: Any, x: torch.Tensor, saliency: torch.Tensor, labels: torch.Tensor,

@@ -10,10 +10,10 @@ from .method import (Method, describe_methods, explain, get_method, item_gradien
 from .seeding import item_generator, item_seed, numpy_rng
 from .targets import Target, resolve_target
 from .limits import Cost, ResourceLimitError, ResourceLimitWarning
-from .validation import NonFiniteError, check_input, check_model_output, check_saliency
+from .validation import ModelNotSupportedError, NonFiniteError, check_input, check_model_output, check_saliency
 
 __all__ = [
-    "AUTO", "BatchedEvaluator", "Cost", "Explanation", "GradientUnavailableError", "Method", "NonFiniteError",
+    "AUTO", "BatchedEvaluator", "Cost", "Explanation", "GradientUnavailableError", "Method", "ModelNotSupportedError", "NonFiniteError",
     "ResourceLimitError", "ResourceLimitWarning", "Target", "accumulate_rows", "check_input",
     "check_model_output", "check_saliency", "clear_auto_cache", "describe_methods", "evaluation_mode", "explain",
     "gaussian_blur", "get_method", "item_generator", "item_gradients", "item_outputs", "item_seed", "items_of",

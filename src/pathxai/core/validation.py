@@ -198,6 +198,13 @@ def check_seed(seed: Any, name: str = "seed") -> int:
     return seed
 
 
+class ModelNotSupportedError(ValueError):
+    """A method cannot explain this model as built (its architecture, not the input or the parameters): e.g.
+    DeepLIFT on GELU / LayerNorm without ``strict=False``, attention rollout on a CNN, Grad-CAM without a layer to
+    use. A ``ValueError``, so ``except ValueError`` catches it; :func:`pathxai.evaluate` records it as the method's
+    refusal and goes on with the other methods."""
+
+
 class NonFiniteError(ValueError):
     """A model output, target score or gradient came back NaN/Inf (a ``ValueError``, so ``except ValueError`` catches
     it). Raised by the shared evaluator instead of letting NaN flow silently into an attribution."""

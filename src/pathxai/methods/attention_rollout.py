@@ -27,7 +27,7 @@ from torch import nn
 
 from ..core import Method, Target, check_model_output, register_method
 from ..core.evaluator import check_gradients_possible
-from ..core.validation import MODEL_OUTPUT_CAUSE, check_finite
+from ..core.validation import MODEL_OUTPUT_CAUSE, ModelNotSupportedError, check_finite
 from .gradcam import TokenGridProbe, token_grid
 
 RESIDUAL_WEIGHT = 0.5   # Abnar & Zuidema: Â = 0.5 A + 0.5 I
@@ -143,11 +143,11 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         elif kind is not None:
             found.append((name, module))
     if windowed:
-        raise ValueError(f"attention rollout needs global self-attention over all tokens (ViT, DeiT); the model has "
+        raise ModelNotSupportedError(f"attention rollout needs global self-attention over all tokens (ViT, DeiT); the model has "
                          f"windowed attention ({windowed[0]!r}, Swin-style), whose product over layers is not a "
                          "token-to-token flow; use gradcam instead")
     if not found:
-        raise ValueError(f"model {getattr(model, 'model_name', type(model).__name__)} has no self-attention module we "
+        raise ModelNotSupportedError(f"model {getattr(model, 'model_name', type(model).__name__)} has no self-attention module we "
                          "recognise (timm Attention; transformers ViT/DeiT/DINOv2 attention): attention rollout "
                          "needs a vision transformer")
     return found

@@ -44,8 +44,8 @@ from ..core.baselines import BaselineLike, check_baseline, describe_baseline, ma
 from ..core.evaluator import check_gradients_possible, evaluation_mode
 from ..core.limits import Cost
 from ..core.seeding import item_generator
-from ..core.validation import (GRADIENT_CAUSE, check_bool, check_choice, check_finite, check_positive_float,
-                               check_positive_int)
+from ..core.validation import (GRADIENT_CAUSE, ModelNotSupportedError, check_bool, check_choice, check_finite,
+                               check_positive_float, check_positive_int)
 
 SCORES = ("output", "softmax", "log_softmax")
 
@@ -318,12 +318,12 @@ class DeepLift(_HookedCaptumMethod):
         reused = {name: n for name, n in calls.items() if n > 1}
         if reused:
             name, n = next(iter(reused.items()))
-            raise ValueError(f"deeplift: module {name!r} ({type(self.model.get_submodule(name)).__name__}) runs {n} "
+            raise ModelNotSupportedError(f"deeplift: module {name!r} ({type(self.model.get_submodule(name)).__name__}) runs {n} "
                              "times per forward pass; Captum's DeepLIFT keeps one input per module and fails on a "
                              "reused module: give each use its own module instance")
         if found and self.strict:
             rules = ", ".join(f"nn.{t.__name__}" for t in DEEPLIFT_RULE_MODULES)
-            raise ValueError(
+            raise ModelNotSupportedError(
                 f"deeplift: Captum's DeepLIFT has rules only for modules of type {rules} (linear layers, "
                 "convolutions, average pooling and batch norm in eval mode need none); this model computes "
                 f"{_describe_ops(found)} outside them, where Captum passes the plain gradient through, so the "
@@ -379,12 +379,12 @@ class GuidedBackprop(_HookedCaptumMethod):
         if not self.strict:
             return
         if found:
-            raise ValueError(
+            raise ModelNotSupportedError(
                 "guided_backprop: Captum's Guided Backprop clips the backward signal at nn.ReLU modules only; this "
                 f"model computes {_describe_ops(found)} outside them, where the plain gradient would pass. Use "
                 "nn.ReLU modules (not F.relu), or pass strict=False to accept the plain gradient there")
         if not calls:
-            raise ValueError("guided_backprop: the model runs no nn.ReLU module, so Guided Backprop would be the plain "
+            raise ModelNotSupportedError("guided_backprop: the model runs no nn.ReLU module, so Guided Backprop would be the plain "
                              "gradient; use method 'saliency', or pass strict=False")
 
     def _attribute(self, module: CaptumModel, chunk: torch.Tensor, target: Any, start: int,

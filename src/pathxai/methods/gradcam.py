@@ -31,7 +31,7 @@ from torch import nn
 
 from ..core import Method, Target, register_method
 from ..core.evaluator import check_gradients_possible
-from ..core.validation import GRADIENT_CAUSE, check_bool, check_finite
+from ..core.validation import GRADIENT_CAUSE, ModelNotSupportedError, check_bool, check_finite
 
 MAX_PREFIX_TOKENS = 16  # class + distillation + register tokens ahead of the patch tokens (DINOv2-reg has 5)
 Reshape = Callable[[torch.Tensor], torch.Tensor]
@@ -114,10 +114,10 @@ def default_gradcam_layer(model: nn.Module) -> tuple[str, nn.Module]:
         return pre_attention_norm(*blocks[-1])
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ValueError("the model has no nn.Conv2d layer and no recognisable transformer blocks; pass layer= "
+        raise ModelNotSupportedError("the model has no nn.Conv2d layer and no recognisable transformer blocks; pass layer= "
                          "(a module or its dotted name) for Grad-CAM")
     if len(convs) == 1:
-        raise ValueError(f"the model's only nn.Conv2d ({convs[0][0]!r}) is its input stem (e.g. a ViT patch embedding) "
+        raise ModelNotSupportedError(f"the model's only nn.Conv2d ({convs[0][0]!r}) is its input stem (e.g. a ViT patch embedding) "
                          "and no transformer blocks were recognised: Grad-CAM there would explain the stem, not the "
                          "decision; pass layer= (a module or its dotted name; reshape= for token layers)")
     return convs[-1]
