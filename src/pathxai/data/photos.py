@@ -119,7 +119,7 @@ def _center_crop_224(image: np.ndarray, mask: np.ndarray | None = None) -> tuple
     return img, _resize(mask[sl].astype(np.float32), (PHOTO_SIZE, PHOTO_SIZE)) >= 0.5
 
 
-def _composite(index: int, seed: int) -> dict[str, Any]:
+def _composite(index: int, seed: int, long_side: tuple[float, float] | None = None) -> dict[str, Any]:
     """Candidate composite ``index``: object ``index % 3`` pasted on a seeded background crop."""
     rng = numpy_rng(seed, "photos-composite", index)
     obj = _OBJECTS[index % len(_OBJECTS)]
@@ -134,7 +134,7 @@ def _composite(index: int, seed: int) -> dict[str, Any]:
     # object: its mask's bounding-box crop, scaled so that its longer side is a random fraction of 224
     photo, mask, (y0, y1, x0, x1) = _object_cutout(obj.key)
     crop, crop_mask = photo[y0:y1, x0:x1], mask[y0:y1, x0:x1].astype(np.float32)
-    frac = rng.uniform(*obj.long_side)
+    frac = rng.uniform(*(obj.long_side if long_side is None else long_side))
     scale = frac * PHOTO_SIZE / max(crop.shape[:2])
     oh, ow = max(1, int(round(crop.shape[0] * scale))), max(1, int(round(crop.shape[1] * scale)))
     obj_img = _resize(crop, (oh, ow))
@@ -167,13 +167,22 @@ def photo_item(index: int) -> dict[str, Any]:
     return _photo_item(_OBJECTS[index])
 
 
-def composite(index: int, seed: int) -> dict[str, Any]:
+def composite(index: int, seed: int, long_side: tuple[float, float] | None = None) -> dict[str, Any]:
     """Candidate composite ``index`` under ``seed``: object ``index % 3`` pasted on a seeded background crop.
 
+    Args:
+        long_side: (low, high): the pasted object's longer side as a fraction of 224, drawn uniformly in the range
+            (e.g. ``(0.18, 0.25)``: 40-56 px, small objects for a pointing test); ``None``: the object's own range
+            (0.45-0.75, the rocket 0.65-0.95), as in the ``photos`` suite.
     Returns ``name``, ``image`` (224, 224, 3) float32 in [0, 1], ``mask`` (224, 224) bool (exact), ``label`` and
     ``meta`` (object, source, background, background_crop, scale, object_fraction, candidate).
     """
-    return _composite(index, seed)
+    if long_side is not None:
+        lo, hi = (float(v) for v in long_side)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"long_side must be (low, high) with 0 < low <= high <= 1, got {long_side!r}")
+        long_side = (lo, hi)
+    return _composite(index, seed, long_side)
 
 
 N_PHOTO_OBJECTS = len(_OBJECTS)
