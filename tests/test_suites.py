@@ -164,6 +164,22 @@ def test_composite_pastes_the_object() -> None:
     assert obj.label == r["label"]
 
 
+def test_composite_long_side_sets_the_object_size() -> None:
+    from pathxai.data.photos import composite
+
+    for i in range(3):   # each of the three objects
+        r = composite(i, 0, long_side=(0.2, 0.2))
+        ys, xs = np.nonzero(r["mask"])
+        # the mask's bounding box is the resized cut-out's (its longer side 0.2 x 224 px, up to the hard paste)
+        assert max(ys.max() - ys.min() + 1, xs.max() - xs.min() + 1) == pytest.approx(0.2 * 224, abs=2)
+        assert r["meta"]["object_fraction"] == 0.2
+        default = composite(i, 0)
+        assert default["meta"]["object_fraction"] >= 0.45    # the suite's own range is untouched
+    for bad in [(0.0, 0.2), (0.3, 0.2), (0.5, 1.5)]:
+        with pytest.raises(ValueError, match="long_side must be"):
+            composite(0, 0, long_side=bad)
+
+
 def test_photos_top1_and_top5_rule(photos: px.data.Suite) -> None:
     from pathxai.suites import PHOTOS_DEFAULT as n
 
