@@ -204,6 +204,45 @@ def replace_section(md: Path, title: str, section: list[str]) -> None:
     md.write_text(before.rstrip("\n") + ("\n\n" if before.strip() else "") + "\n".join(section) + "\n" + rest)
 
 
+PAIRED_TITLE = "## Table 1 on digits: paired comparisons"
+# the comparisons the seed's claims rest on: SAMP(++) against IG, SAMP++ against SAMP, SAMP against the best baseline
+PAIRS = [("samp", "ig"), ("samp++", "ig"), ("samp++", "samp"), ("samp", "blur_ig"), ("samp", "guided_ig")]
+
+
+def paired_section(scores: dict, command: str, n: int) -> list[str]:
+    """Mean [95 % BCa CI] per method and paired Wilcoxon tests (Holm over :data:`PAIRS`, per metric) on the images
+    kept by Table 1's gap rule; ``scores``: ``{method: {"del", "ins", "ok"}}`` as saved by :func:`table`."""
+    from pathxai import stats as S
+
+    ok = next(iter(scores.values()))["ok"]          # the gap rule does not depend on the method
+    lines = [PAIRED_TITLE, "", f"Command: `{command}`", "",
+             f"Table 1 (our convention) on the {int(ok.sum())} of {n} digits kept by its gap rule: each method's mean "
+             "with its 95 % BCa bootstrap CI over images, and paired comparisons on the same images (mean "
+             "difference a − b with its CI, two-sided Wilcoxon signed-rank p, Holm over the pairs listed, per "
+             "metric). Deletion: lower is better; insertion: higher is better.", "",
+             "| method | deletion ↓ [95 % CI] | insertion ↑ [95 % CI] |", "|---|---|---|"]
+    for name, r in scores.items():
+        cells = []
+        for key in ("del", "ins"):
+            c = S.mean_ci(r[key][ok].numpy(), stream=f"{name}/{key}")
+            cells.append(f"{c.mean:+.3f} [{c.low:+.3f}, {c.high:+.3f}]")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "| a − b | deletion: difference [95 % CI], p_holm | insertion: difference [95 % CI], p_holm |",
+              "|---|---|---|"]
+    pairs = [(a, b) for a, b in PAIRS if a in scores and b in scores]
+    comps = {key: [S.paired_comparison(scores[a][key][ok].numpy(), scores[b][key][ok].numpy(),
+                                       stream=f"{a}-{b}/{key}") for a, b in pairs] for key in ("del", "ins")}
+    adjusted = {key: S.holm([c.p_value for c in comps[key]]) for key in comps}
+    for i, (a, b) in enumerate(pairs):
+        cells = []
+        for key in ("del", "ins"):
+            c, p = comps[key][i], adjusted[key][i]
+            mark = " (significant)" if p < 0.05 else ""
+            cells.append(f"{c.mean_difference:+.3f} [{c.low:+.3f}, {c.high:+.3f}], {p:.2g}{mark}")
+        lines.append(f"| {a} − {b} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def fmt(row: dict, key: str) -> str:
     v = row[key][row["ok"]]
     allv = row[key][torch.isfinite(row[key])]
@@ -371,6 +410,8 @@ def main() -> None:
                         help="only the digits ablation of SAMP's direction and score (appended to samp.md)")
     parser.add_argument("--conventions-only", action="store_true",
                         help="only the digits Table 1 under our and the authors' conventions (replaces that section)")
+    parser.add_argument("--paired-from", default=None, metavar="PT",
+                        help="only (re)write the paired-comparisons section from a saved samp_scores_digits.pt")
     parser.add_argument("--tiny", action="store_true",
                         help="smoke run: 8 digits, no photos, 4 sensitivity digits, 1 repeat (numbers meaningless)")
     parser.add_argument("--cost", action="store_true",
@@ -393,6 +434,13 @@ def main() -> None:
         (out / "samp.md").write_text("\n".join(lines) + "\n")  # partial results survive a crash
 
     command = "python " + " ".join(sys.argv)
+    if args.paired_from:
+        scores = torch.load(args.paired_from)
+        n = len(next(iter(scores.values()))["ok"])
+        section = paired_section(scores, command, n)
+        replace_section(out / "samp.md", PAIRED_TITLE, section)
+        print("\n".join(section))
+        return
     if args.conventions_only:
         res = table("digits", args.digits, 28, 64, log=lambda m: print(m, flush=True))
         section = convention_section(res, lambda m: print(m, flush=True))
@@ -483,6 +531,8 @@ def main() -> None:
                              f"{float(c.median()):.2e} | {float(c.max()):.2e} | "
                              f"{results[suite]['rows'][name]['evals']:.0f} |")
         lines.append("")
+        lines += paired_section({k: {"del": v["del"], "ins": v["ins"], "ok": v["ok"]}
+                                 for k, v in results["digits"]["rows"].items()}, command, results["digits"]["n"])
         lines += convention_section(results["digits"], log)
 
     # ---------------------------------------------------------------- Concentration Principle
