@@ -2,7 +2,7 @@
 default sampler, and how close ``tol`` stops to the number of samples actually needed.
 
     python benchmarks/sampling_accuracy.py [--models digits-clutter-cnn,efficientnet-lite0] [--methods rise,...]
-                                           [--seeds 5] [--images 2] [--tiny]
+                                           [--seeds 5] [--images 2] [--ref-factor 16] [--merge] [--tiny]
     python benchmarks/sampling_accuracy.py --choose [--seeds 12]
 
 ``--choose`` is how the defaults were picked: on the digits-clutter CNN (one canvas; RELAX: the clutter SimCLR
@@ -248,6 +248,11 @@ def table(results: list[dict]) -> str:
                      f"{g['mc_time_s']:.2f} | {g['time_flag']}{g['default_time_s']:.2f} | "
                      f"{g['time_flag']}{g['time_ratio']:.2f} | {g['evaluation_flag']}{g['evaluation_ratio']:.2f} | "
                      f"{tol} |")
+    notes = [f"{r['method']}: {r['settings']['images']} image(s), {r['settings']['seeds']} seeds, reference "
+             f"{r['settings']['ref_factor']}x the paper's budget, load average {r['settings']['load_average'][0]:.1f}"
+             for r in results if "settings" in r]
+    if notes:
+        lines += ["", "Settings: " + "; ".join(notes) + "."]
     return "\n".join(lines)
 
 
@@ -259,6 +264,9 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--tiny", action="store_true", help="1/16 sizes, one image, two seeds: a smoke run")
     ap.add_argument("--choose", action="store_true", help="every sampling option at a small budget (module doc)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the methods of an earlier run of the same model (its JSON) that this run does not "
+                         "re-measure: runs with different settings (e.g. fewer seeds for RISE) share one table")
     ap.add_argument("--ref-factor", type=int, default=REF_FACTOR,
                     help=f"reference budget / paper budget (default {REF_FACTOR}; the reference's own standard error "
                          "is subtracted either way, a smaller factor only makes the error of the smallest errors "
@@ -277,21 +285,31 @@ def main() -> None:
     suffix = "_tiny" if args.tiny else ""
     for model_name in args.models.split(","):
         model, encoder, x = load(model_name, n_images)
-        results = []
+        path = OUT / f"sampling_{model_name}{suffix}.json"
+        kept: list[dict] = []
+        if args.merge and path.exists():
+            kept = [r for r in json.loads(path.read_text())["results"] if r["method"] not in args.methods.split(",")]
+        results: list[dict] = []
         t0 = time.perf_counter()
         for name in args.methods.split(","):
             if name == "sift_rise" and model_name == "efficientnet-lite0" and args.tiny:
                 continue   # SIFT decomposition of a 224 x 224 photo: minutes, not a smoke test
             print(f"{model_name}: {name}", flush=True)
-            results.append(bench_method(name, model, encoder, x, seeds, scale, args.ref_factor))
+            t_method = time.perf_counter()
+            r = bench_method(name, model, encoder, x, seeds, scale, args.ref_factor)
+            # each result carries its own settings, so a merged table stays self-describing
+            r["settings"] = {"images": n_images, "seeds": seeds, "ref_factor": args.ref_factor, "scale": scale,
+                             "load_average": os.getloadavg(), "seconds": time.perf_counter() - t_method}
+            results.append(r)
+            order = {m: i for i, m in enumerate(PAPER)}
+            merged = sorted(kept + results, key=lambda q: order.get(q["method"], len(order)))
             # written after every method (atomically): an interrupted run keeps what it measured
-            meta = {"model": model_name, "images": n_images, "seeds": seeds, "scale": scale,
-                    "ref_factor": args.ref_factor, "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "machine": platform.processor() or platform.machine(), "total_s": time.perf_counter() - t0,
-                    "load_average": os.getloadavg(), "methods_done": [r["method"] for r in results]}
-            write_atomic(OUT / f"sampling_{model_name}{suffix}.json",
-                         json.dumps({"meta": meta, "results": results}, indent=1))
-            write_atomic(OUT / f"sampling_{model_name}{suffix}.md", table(results) + "\n")
+            meta = {"model": model_name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "machine": platform.processor() or platform.machine(),
+                    "methods": [q["method"] for q in merged]}
+            write_atomic(path, json.dumps({"meta": meta, "results": merged}, indent=1))
+            write_atomic(OUT / f"sampling_{model_name}{suffix}.md", table(merged) + "\n")
+        results = sorted(kept + results, key=lambda q: list(PAPER).index(q["method"]) if q["method"] in PAPER else 99)
         plot(results, model_name, OUT / f"sampling_error_vs_time_{model_name}{suffix}.png")
         print(table(results))
 
