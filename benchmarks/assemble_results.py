@@ -22,6 +22,7 @@ ORDER = [
     ("ablation_path.md", "Optimised ablation paths (issue 5)"),
     ("bench_methods.md", "Overhead ratios of the seed methods on EfficientNet-Lite0 (`pathxai bench`)"),
     ("samp.md", "SAMP / SAMP++ (issue 6)"),
+    ("samp_pointing.md", "SAMP / SAMP++: the pointing diagnosis on small objects (issue 17)"),
     ("fi.md", "Functional Fisher information (issue 7)"),
     ("relax.md", "RELAX / U-RELAX (issue 8)"),
     ("relax_tables_digits-clutter.md", "RELAX tables on digits-clutter (issue 8)"),
@@ -77,7 +78,8 @@ def main() -> None:
              "`schedule=\"coarse_to_fine\"` (tables of issues 5 and the evaluate tables were measured with the "
              "thesis schedule, `schedule=\"thesis\"` reproduces them bit for bit); the sampling methods use the "
              "samplers of issue 18 (`sampling=\"mc\"` reproduces earlier tables bit for bit); SAMP++ was reworked "
-             "in issue 17 (samp.md says which of its sections predate it). Each section names its commit or command.",
+             "in issue 17 (samp.md labels the one table that predates it, the photo columns). Each section names its "
+             "commit or command.",
              ""]
     toc, body = [], []
     for name, title in ORDER:
