@@ -13,8 +13,8 @@ from .limits import Cost, ResourceLimitError, ResourceLimitWarning
 from .validation import ModelNotSupportedError, NonFiniteError, check_input, check_model_output, check_saliency
 
 __all__ = [
-    "AUTO", "BatchedEvaluator", "Cost", "Explanation", "GradientUnavailableError", "Method", "ModelNotSupportedError", "NonFiniteError",
-    "ResourceLimitError", "ResourceLimitWarning", "Target", "accumulate_rows", "check_input",
+    "AUTO", "BatchedEvaluator", "Cost", "Explanation", "GradientUnavailableError", "Method", "ModelNotSupportedError",
+    "NonFiniteError", "ResourceLimitError", "ResourceLimitWarning", "Target", "accumulate_rows", "check_input",
     "check_model_output", "check_saliency", "clear_auto_cache", "describe_methods", "evaluation_mode", "explain",
     "gaussian_blur", "get_method", "item_generator", "item_gradients", "item_outputs", "item_seed", "items_of",
     "limits", "list_methods", "make_baseline", "numpy_rng", "reduce_channels", "register_method", "resolve_target",
