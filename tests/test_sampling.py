@@ -447,8 +447,9 @@ def test_masked_mean_without_control_variate_is_the_plain_average():
 @pytest.mark.parametrize("sampling", ["mc", "antithetic"])
 def test_smoothgrad_tol_stops_near_the_analytic_need(sampling):
     """g = a (x + s eps)^2: per-pixel Var(g) = a^2 (4 x^2 s^2 + 2 s^4) (mc); an antithetic pair's mean,
-    a (x^2 + s^2 eps^2), has variance 2 a^2 s^4, i.e. 4 a^2 s^4 per sample. rel_err(n) = sqrt(mean Var / n) / range,
-    so n_needed = mean Var / (range tol)^2; the stop must land within 20% of it (plus one block of 8)."""
+    a (x^2 + s^2 eps^2), has variance 2 a^2 s^4, i.e. 4 a^2 s^4 per sample. rel_err(n) = sqrt(mean Var / n) / SD,
+    SD the exact map's spatial standard deviation, so n_needed = mean Var / (SD tol)^2; the stop must land within 20%
+    of it (plus one block of 8)."""
     x = image(1, 3, 8, 8) - 0.6
     model = Cubic((3, 8, 8))
     level = 0.25
@@ -456,7 +457,7 @@ def test_smoothgrad_tol_stops_near_the_analytic_need(sampling):
     a, xx = model.a.detach(), x[0].double()
     exact = smoothgrad_exact(a, xx, sigma)
     var = a ** 2 * (4 * xx ** 2 * sigma ** 2 + 2 * sigma ** 4) if sampling == "mc" else 4 * a ** 2 * sigma ** 4
-    spread = float(exact["mean"].max() - exact["mean"].min())
+    spread = float(exact["mean"].std(unbiased=False))
     need = 400
     tol = math.sqrt(float(var.mean()) / need) / spread     # the tol that needs exactly 400 samples
     for seed in range(3):
@@ -469,7 +470,8 @@ def test_smoothgrad_tol_stops_near_the_analytic_need(sampling):
 
 
 def test_rise_tol_stops_near_the_analytic_need():
-    """mc masks: Var(f M / p) per pixel is enumerated exactly, n_needed = mean Var / (range tol)^2."""
+    """mc masks: Var(f M / p) per pixel is enumerated exactly, n_needed = mean Var / (SD tol)^2 (SD: the exact map's
+    spatial standard deviation)."""
     x = image(1, 1, 6, 6)
     model = Sigmoid((1, 6, 6))
     grid, p = 2, 0.5
@@ -486,8 +488,8 @@ def test_rise_tol_stops_near_the_analytic_need():
                     f = float(model(x * m.float())[0, 0])
                 second += 0.5 ** 4 / ch ** 2 * (f * m / p) ** 2
     var = second - mean ** 2
-    tol = 0.03
-    need = float(var.mean()) / (float(mean.max() - mean.min()) * tol) ** 2
+    tol = 0.1
+    need = float(var.mean()) / (float(mean.std(unbiased=False)) * tol) ** 2
     assert 600 < need < 6000
     for seed in range(3):
         e = px.get_method("rise")(model, n_masks=20000, grid=grid, tol=tol, seed=seed, batch_size=64, score="output",
@@ -522,9 +524,9 @@ def test_tol_stops_every_method_and_the_estimate_equals_a_fixed_budget_run():
                                          ("smoothgrad", Cubic((1, 8, 8)), "n_samples", {})]:
         target = None if name == "relax" else 0
         xin = x.double() if name == "smoothgrad" else x
-        e = px.get_method(name)(model, **{cap_key: 4000}, tol=0.05, seed=1, **params).explain(xin, target)
+        e = px.get_method(name)(model, **{cap_key: 4000}, tol=0.15, seed=1, **params).explain(xin, target)
         used = e.meta["samples_used"][0]
-        assert e.meta["tol_reached"] is True and used < 4000 and e.meta["relative_error"][0] < 0.05, name
+        assert e.meta["tol_reached"] is True and used < 4000 and e.meta["relative_error"][0] < 0.15, name
         if True:
             # draws do not depend on the cap: stopping at n is the fixed-budget run of n
             fixed = px.get_method(name)(model, **{cap_key: used}, seed=1, **params).explain(xin, target)
@@ -561,12 +563,20 @@ def test_sobol_noise_refuses_inputs_with_too_many_features():
             torch.rand(1, 3, 90, 90).double(), 0)
 
 
-def test_relative_error_is_the_rms_stderr_over_the_range():
-    est = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])
-    se = torch.tensor([[0.3, 0.4, 0.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.0]])
+def test_relative_error_is_the_rms_stderr_over_the_noise_free_map_sd():
+    est = torch.tensor([[0.0, 1.0, 3.0], [2.0, 2.0, 2.0], [2.0, 2.0, 2.0], [0.0, 1.0, 0.0]])
+    se = torch.tensor([[0.3, 0.4, 0.0], [0.0, 0.0, 0.0], [0.1, 0.0, 0.0], [1.0, 1.0, 1.0]])
     got = relative_error(est, se)
-    assert math.isclose(float(got[0]), math.sqrt(0.25 / 3) / 3, rel_tol=1e-6)
+    var_map = float(est[0].var(unbiased=False))          # 14/9
+    assert math.isclose(float(got[0]), math.sqrt(0.25 / 3) / math.sqrt(var_map - 0.25 / 3), rel_tol=1e-6)
     assert float(got[1]) == 0 and math.isinf(float(got[2]))
+    assert math.isinf(float(got[3]))                      # variation below the noise: all noise, keep sampling
+    # offset-invariant, and not fooled by the noise: a noisy map of a constant-plus-signal keeps its error
+    torch.manual_seed(0)
+    true = torch.linspace(0, 1, 4000)[None]
+    noisy = true + 0.3 * torch.randn_like(true) + 100.0
+    rel = float(relative_error(noisy, torch.full_like(true, 0.3))[0])
+    assert math.isclose(rel, 0.3 / float(true.std(unbiased=False)), rel_tol=0.05)
 
 
 def test_relax_mc_is_iid_and_every_method_returns_its_stderr(digits_model, digit_batch):
