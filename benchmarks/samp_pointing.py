@@ -93,6 +93,54 @@ def small_objects(n: int, seed: int = 0, top_k: int | None = None
     return torch.stack(xs), torch.tensor(ys), torch.stack(ms), names, model, ranks
 
 
+# (label, configuration a, configuration b): one factor changed at a time; "IC" = the current SAMP++
+PREV, SAME_PATH, IC = ("samp++ previous credits (08ee31e; no IC)", "samp++ current credits, previous path "
+                       "(eta_fraction=None)", "samp++ current (IC path, current credits)")
+CONTRASTS = [
+    ("credit errors: current vs previous credits on the previous path (B+G, sum)",
+     f"{SAME_PATH}, both (B+G) | sum", f"{PREV}, both (B+G) | sum"),
+    ("the IC path: current SAMP++ vs current credits on the previous path (B+G, sum)",
+     f"{IC}, both (B+G) | sum", f"{SAME_PATH}, both (B+G) | sum"),
+    ("B+G averaging: the insertion path alone vs B+G (current SAMP++, sum)", f"{IC}, insertion | sum",
+     f"{IC}, both (B+G) | sum"),
+    ("the deletion path alone vs B+G (current SAMP++, sum)", f"{IC}, deletion | sum", f"{IC}, both (B+G) | sum"),
+    ("channel reduction: abs_sum vs signed sum (current SAMP++, B+G)", f"{IC}, both (B+G) | abs_sum",
+     f"{IC}, both (B+G) | sum"),
+    ("concentration: smoothed vs signed sum (current SAMP++, B+G)", f"{IC}, both (B+G) | smoothed",
+     f"{IC}, both (B+G) | sum"),
+    ("current SAMP++ (default view) vs saliency", f"{IC}, both (B+G) | sum", "saliency (its own saliency())"),
+    ("current SAMP++ smoothed vs saliency", f"{IC}, both (B+G) | smoothed", "saliency (its own saliency())"),
+    ("SAMP (B+G, sum) vs saliency", "samp, both (B+G) | sum", "saliency (its own saliency())"),
+]
+
+
+def contrast_lines(raw: dict[str, Any]) -> list[str]:
+    """Paired contrasts of per-image hits (exact McNemar test: two-sided binomial test on the discordant images,
+    Holm over the contrasts): hit rate of a and b, images where only a / only b hit, p_holm."""
+    from scipy.stats import binomtest
+
+    from pathxai.stats import holm
+
+    rows, ps = [], []
+    for label, a, b in CONTRASTS:
+        if a not in raw or b not in raw:
+            continue
+        ha, hb = raw[a]["hits"], raw[b]["hits"]
+        only_a = sum(x and not y for x, y in zip(ha, hb))
+        only_b = sum(y and not x for x, y in zip(ha, hb))
+        p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+        rows.append((label, sum(ha) / len(ha), sum(hb) / len(hb), only_a, only_b))
+        ps.append(p)
+    adjusted = holm(ps)
+    lines = ["", "Paired contrasts over the same images (plain hit rates, not class-balanced; exact McNemar test on "
+             "the images where exactly one of the two hits, Holm over the contrasts):", "",
+             "| contrast (a vs b) | hit rate a | hit rate b | only a hits | only b hits | p_holm |",
+             "|---|---|---|---|---|---|"]
+    for (label, ra, rb, oa, ob), p in zip(rows, adjusted):
+        lines.append(f"| {label} | {ra:.2f} | {rb:.2f} | {oa} | {ob} | {p:.2g} |")
+    return lines
+
+
 def pointing(saliency: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, tolerance: float) -> dict[str, Any]:
     r = px.metrics.pointing_game(saliency, masks, tolerance=tolerance, classes=labels.tolist())
     return {"accuracy": float(r.accuracy), "hits": r.hits.int().tolist()}
@@ -230,6 +278,7 @@ def write_report(args: argparse.Namespace, command: str, maps: dict[str, list[to
         else:
             lines.append(f"| {r['config']} | {cell(r, 'sum')} | {cell(r, 'abs_sum')} | {cell(r, 'sum_abs')} | "
                          f"{cell(r, 'smoothed')} | {r['top']:.2f} | {r.get('cost', '')} |")
+    lines += contrast_lines(raw)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((out, "\n".join(lines) + "\n"), (out.with_suffix(".json"), json.dumps(raw, indent=1))):
