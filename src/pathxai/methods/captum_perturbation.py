@@ -45,7 +45,7 @@ import torch
 
 from ..core import Method, Target, register_method
 from ..core.limits import Cost
-from ..core.sampling import (MIN_REPLICATES, SamplingMixin, check_sampling, check_tol, round_up)
+from ..core.sampling import (MIN_REPLICATES, SamplingMixin, check_sampling, check_tol, relative_error, round_up)
 from ..core.seeding import item_generator, item_seed, numpy_rng
 from ..core.validation import check_positive_int
 
@@ -172,9 +172,9 @@ class _Session:
         w = np.asarray(self.weights[:n], dtype=np.float32)
         coef = _refit(self.model, x, y, w)
         se = surrogate_stderr(self.method.name, self.model, x, y, w, units, fixed, self.rng)
-        spread = float(coef.max() - coef.min())
-        rms = float(np.sqrt(np.mean(se ** 2)))
-        self.error = rms / spread if spread > 0 else (0.0 if rms == 0 else math.inf)
+        # the norm every sampling method stops on (RMS stderr over the noise-free spread of the coefficients)
+        self.error = float(relative_error(torch.as_tensor(coef, dtype=torch.float64)[None],
+                                          torch.as_tensor(se, dtype=torch.float64)[None])[0])
         self.method.evaluator.progress_note(f"rel.err {self.error:.3g} (tol {self.method.tol:g})")
         return self.error < self.method.tol  # type: ignore[operator]
 
@@ -324,9 +324,8 @@ class _CaptumPerturbation(SamplingMixin, Method):
             se_t = torch.from_numpy(se).to(device=a.device, dtype=torch.float32)
             stderrs.append(se_t[mask.to(a.device)])
             used.append(n_drawn)
-            spread = float(coef.max() - coef.min()) if coef.size else 0.0
-            rms = float(np.sqrt(np.mean(se ** 2))) if se.size else 0.0
-            errors.append(rms / spread if spread > 0 else (0.0 if rms == 0 else math.inf))
+            errors.append(float(relative_error(torch.from_numpy(coef)[None], torch.from_numpy(se).double()[None])[0])
+                          if coef.size else 0.0)
             if self.tol is not None and not (session is not None and session.stopped):
                 unreached.append(j)
         self._finish_sampling(used, errors, unreached, self.n_samples, "samples", x.shape[0])

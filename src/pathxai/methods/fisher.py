@@ -412,8 +412,9 @@ class FunctionalInformation(SamplingMixin, Method):
             versions' results), ``"antithetic"`` (pairs eps, -eps, so z = x +- A eps) or ``"sobol"`` (scrambled
             Sobol nets of 8 draws through the inverse normal CDF; at most 21,201 features). Default: see
             :attr:`sampling_default`. Non-``"mc"`` samplings round ``n_samples`` up to whole groups (2 or 8).
-        tol: stop each input once the relative standard error of its attribution (RMS standard error over the map /
-            the map's range) is below ``tol``, checked every 8 samples; ``n_samples`` is the cap.
+        tol: stop each input once the relative standard error of its attribution (RMS standard error over the map's
+            noise-free spatial SD, :func:`pathxai.core.sampling.relative_error`) is below ``tol``, checked every 8
+            samples; ``n_samples`` is the cap.
     Extras: ``"information"`` (N,) the Monte Carlo functional Fisher information (sum of the attribution; the
     log-Sobolev bound is ``Ent <= information / 2``), ``"noise_std"`` (N,) sigma per sample, ``"mean_f"`` (N,),
     ``"stderr"`` (N, *sample shape) the attribution's standard error from the same samples (independent groups:

@@ -78,8 +78,9 @@ class SmoothGrad(SamplingMixin, Method):
             the inverse normal CDF; inputs of at most 21,201 features) or ``"mc"`` (the paper's iid noise, bit for
             bit earlier versions' results). Default per method: see :attr:`sampling_default`. Non-``"mc"``
             samplings round ``n_samples`` up to whole groups (2 or 8).
-        tol: stop each input once its relative standard error (RMS standard error over the map / the map's range)
-            is below ``tol``, checked every 8 samples; ``n_samples`` is the cap. ``None``: all ``n_samples``.
+        tol: stop each input once its relative standard error (RMS standard error over the map's noise-free spatial
+            SD, :func:`pathxai.core.sampling.relative_error`) is below ``tol``, checked every 8 samples;
+            ``n_samples`` is the cap. ``None``: all ``n_samples``.
     Attribution: (N, C, H, W); saliency = max |.| over channels.
     Extras: ``stderr`` (N, C, H, W) the attribution's standard error from the same gradients (independent groups:
     one sample for ``"mc"``, a pair, a Sobol net; the delta method for VarGrad), ``noise_std`` (N,).

@@ -475,7 +475,7 @@ class RELAX(SamplingMixin, Method):
             on for ``estimator="mean"`` once there are enough masks to fit it (≥ 4 (cells + 1): 200 masks at
             grid 7, so on at the paper's 3,000), see :meth:`uses_control_variate`.
         tol: stop once the importance's relative standard error (:func:`pathxai.core.sampling.relative_error`:
-            RMS standard error over the map / the map's range, checked every 64 masks) is below ``tol`` for every
+            RMS standard error over the map's noise-free spatial SD, checked every 64 masks) is below ``tol`` for every
             input; ``n_masks`` (or Theorem 1's N from ``tolerance``) is then the cap (a warning says when it is
             reached first). ``None`` (default): run all ``n_masks``.
     Attribution: (N, 1, H, W) importance for images, (N, L) for token inputs (N, L, D).

@@ -22,7 +22,8 @@ Non-``"mc"`` samplings round ``n_masks`` up to whole groups (8 or 64 masks; 2 an
 
 Standard error (``extras["stderr"]``, (N, 1, H, W)): from the same masks, the spread of the independent groups'
 means (one mask for ``"mc"``, a stratum, a Sobol net, a pair), see :mod:`pathxai.core.sampling`. ``tol``: stop once
-the relative standard error (RMS standard error over the map / the map's range) is below ``tol`` for every image,
+the relative standard error (:func:`pathxai.core.sampling.relative_error`: RMS standard error over the map's
+noise-free spatial SD) is below ``tol`` for every image,
 checked every 64 masks; ``n_masks`` is then the cap.
 """
 from __future__ import annotations
