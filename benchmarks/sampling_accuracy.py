@@ -112,6 +112,12 @@ def interp_loglog(xs: list[float], ys: list[float], y: float) -> tuple[float, st
     return pts[-1][0], ">"
 
 
+def in_paper_order(results: list[dict]) -> list[dict]:
+    """``results`` sorted as :data:`PAPER` lists the methods (others last)."""
+    order = {m: i for i, m in enumerate(PAPER)}
+    return sorted(results, key=lambda r: order.get(r["method"], len(order)))
+
+
 def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
@@ -164,8 +170,10 @@ def bench_method(name: str, model: torch.nn.Module, encoder: torch.nn.Module, x:
                    "default_time_s": t_need, "time_ratio": t_need / mc_paper["time_s"], "time_flag": t_flag,
                    "evaluation_ratio": e_need / mc_paper["evaluations"], "evaluation_flag": e_flag,
                    "samples_needed": n_need, "samples_flag": n_flag}
-    if True:   # tol is checked for every method, whether or not its default is mc
-        tol = mc_paper["error"]
+    tol = mc_paper["error"]
+    # tol is checked for every method, whether or not its default is mc; not when mc's error is undefined (a
+    # reference without a finite standard error, e.g. Kernel SHAP's from a few dozen samples in a --tiny run)
+    if math.isfinite(tol) and tol > 0:
         stops = []
         for s in range(seeds):
             with warnings.catch_warnings():
@@ -294,6 +302,7 @@ def main() -> None:
         if args.merge and path.exists():
             kept = [r for r in json.loads(path.read_text())["results"] if r["method"] not in args.methods.split(",")]
         results: list[dict] = []
+        merged = in_paper_order(kept)
         t0 = time.perf_counter()
         for name in args.methods.split(","):
             if name == "sift_rise" and model_name == "efficientnet-lite0" and args.tiny:
@@ -305,17 +314,15 @@ def main() -> None:
             r["settings"] = {"images": n_images, "seeds": seeds, "ref_factor": args.ref_factor, "scale": scale,
                              "load_average": os.getloadavg(), "seconds": time.perf_counter() - t_method}
             results.append(r)
-            order = {m: i for i, m in enumerate(PAPER)}
-            merged = sorted(kept + results, key=lambda q: order.get(q["method"], len(order)))
+            merged = in_paper_order(kept + results)
             # written after every method (atomically): an interrupted run keeps what it measured
             meta = {"model": model_name, "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "machine": platform.processor() or platform.machine(),
-                    "methods": [q["method"] for q in merged]}
+                    "methods": [q["method"] for q in merged], "total_s": time.perf_counter() - t0}
             write_atomic(path, json.dumps({"meta": meta, "results": merged}, indent=1))
             write_atomic(OUT / f"sampling_{model_name}{suffix}.md", table(merged) + "\n")
-        results = sorted(kept + results, key=lambda q: list(PAPER).index(q["method"]) if q["method"] in PAPER else 99)
-        plot(results, model_name, OUT / f"sampling_error_vs_time_{model_name}{suffix}.png")
-        print(table(results))
+        plot(merged, model_name, OUT / f"sampling_error_vs_time_{model_name}{suffix}.png")
+        print(table(merged))
 
 
 if __name__ == "__main__":

@@ -143,13 +143,14 @@ def attention_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
         elif kind is not None:
             found.append((name, module))
     if windowed:
-        raise ModelNotSupportedError(f"attention rollout needs global self-attention over all tokens (ViT, DeiT); the model has "
-                         f"windowed attention ({windowed[0]!r}, Swin-style), whose product over layers is not a "
-                         "token-to-token flow; use gradcam instead")
+        raise ModelNotSupportedError(
+            f"attention rollout needs global self-attention over all tokens (ViT, DeiT); the model has windowed "
+            f"attention ({windowed[0]!r}, Swin-style), whose product over layers is not a token-to-token flow; use "
+            "gradcam instead")
     if not found:
-        raise ModelNotSupportedError(f"model {getattr(model, 'model_name', type(model).__name__)} has no self-attention module we "
-                         "recognise (timm Attention; transformers ViT/DeiT/DINOv2 attention): attention rollout "
-                         "needs a vision transformer")
+        raise ModelNotSupportedError(
+            f"model {getattr(model, 'model_name', type(model).__name__)} has no self-attention module we recognise "
+            "(timm Attention; transformers ViT/DeiT/DINOv2 attention): attention rollout needs a vision transformer")
     return found
 
 

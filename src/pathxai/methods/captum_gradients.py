@@ -318,9 +318,10 @@ class DeepLift(_HookedCaptumMethod):
         reused = {name: n for name, n in calls.items() if n > 1}
         if reused:
             name, n = next(iter(reused.items()))
-            raise ModelNotSupportedError(f"deeplift: module {name!r} ({type(self.model.get_submodule(name)).__name__}) runs {n} "
-                             "times per forward pass; Captum's DeepLIFT keeps one input per module and fails on a "
-                             "reused module: give each use its own module instance")
+            raise ModelNotSupportedError(
+                f"deeplift: module {name!r} ({type(self.model.get_submodule(name)).__name__}) runs {n} times per "
+                "forward pass; Captum's DeepLIFT keeps one input per module and fails on a reused module: give each "
+                "use its own module instance")
         if found and self.strict:
             rules = ", ".join(f"nn.{t.__name__}" for t in DEEPLIFT_RULE_MODULES)
             raise ModelNotSupportedError(
@@ -384,8 +385,8 @@ class GuidedBackprop(_HookedCaptumMethod):
                 f"model computes {_describe_ops(found)} outside them, where the plain gradient would pass. Use "
                 "nn.ReLU modules (not F.relu), or pass strict=False to accept the plain gradient there")
         if not calls:
-            raise ModelNotSupportedError("guided_backprop: the model runs no nn.ReLU module, so Guided Backprop would be the plain "
-                             "gradient; use method 'saliency', or pass strict=False")
+            raise ModelNotSupportedError("guided_backprop: the model runs no nn.ReLU module, so Guided Backprop would "
+                                         "be the plain gradient; use method 'saliency', or pass strict=False")
 
     def _attribute(self, module: CaptumModel, chunk: torch.Tensor, target: Any, start: int,
                    stop: int) -> torch.Tensor:

@@ -84,6 +84,15 @@ class _Recorder:
         return getattr(self.inner, name)
 
 
+def coefficient_error(coef: np.ndarray, se: np.ndarray) -> float:
+    """The surrogate's relative error (p,) coefficients with standard errors (p,): the norm every sampling method
+    stops on (:func:`pathxai.core.sampling.relative_error`); 0 for no coefficients."""
+    if not coef.size:
+        return 0.0
+    return float(relative_error(torch.as_tensor(coef, dtype=torch.float64)[None],
+                                torch.as_tensor(se, dtype=torch.float64)[None])[0])
+
+
 def _refit(model: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Coefficients (F,) of a fresh copy of Captum's sklearn surrogate ``model`` fitted on (x, y, w)."""
     import sklearn.linear_model  # noqa: F401  (Captum's surrogates are sklearn models)
@@ -172,9 +181,7 @@ class _Session:
         w = np.asarray(self.weights[:n], dtype=np.float32)
         coef = _refit(self.model, x, y, w)
         se = surrogate_stderr(self.method.name, self.model, x, y, w, units, fixed, self.rng)
-        # the norm every sampling method stops on (RMS stderr over the noise-free spread of the coefficients)
-        self.error = float(relative_error(torch.as_tensor(coef, dtype=torch.float64)[None],
-                                          torch.as_tensor(se, dtype=torch.float64)[None])[0])
+        self.error = coefficient_error(coef, se)
         self.method.evaluator.progress_note(f"rel.err {self.error:.3g} (tol {self.method.tol:g})")
         return self.error < self.method.tol  # type: ignore[operator]
 
@@ -324,8 +331,7 @@ class _CaptumPerturbation(SamplingMixin, Method):
             se_t = torch.from_numpy(se).to(device=a.device, dtype=torch.float32)
             stderrs.append(se_t[mask.to(a.device)])
             used.append(n_drawn)
-            errors.append(float(relative_error(torch.from_numpy(coef)[None], torch.from_numpy(se).double()[None])[0])
-                          if coef.size else 0.0)
+            errors.append(coefficient_error(coef, se))
             if self.tol is not None and not (session is not None and session.stopped):
                 unreached.append(j)
         self._finish_sampling(used, errors, unreached, self.n_samples, "samples", x.shape[0])

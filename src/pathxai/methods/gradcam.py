@@ -114,12 +114,13 @@ def default_gradcam_layer(model: nn.Module) -> tuple[str, nn.Module]:
         return pre_attention_norm(*blocks[-1])
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     if not convs:
-        raise ModelNotSupportedError("the model has no nn.Conv2d layer and no recognisable transformer blocks; pass layer= "
-                         "(a module or its dotted name) for Grad-CAM")
+        raise ModelNotSupportedError("the model has no nn.Conv2d layer and no recognisable transformer blocks; pass "
+                                     "layer= (a module or its dotted name) for Grad-CAM")
     if len(convs) == 1:
-        raise ModelNotSupportedError(f"the model's only nn.Conv2d ({convs[0][0]!r}) is its input stem (e.g. a ViT patch embedding) "
-                         "and no transformer blocks were recognised: Grad-CAM there would explain the stem, not the "
-                         "decision; pass layer= (a module or its dotted name; reshape= for token layers)")
+        raise ModelNotSupportedError(
+            f"the model's only nn.Conv2d ({convs[0][0]!r}) is its input stem (e.g. a ViT patch embedding) and no "
+            "transformer blocks were recognised: Grad-CAM there would explain the stem, not the decision; pass layer= "
+            "(a module or its dotted name; reshape= for token layers)")
     return convs[-1]
 
 
