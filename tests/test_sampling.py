@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import pathxai as px
 from pathxai.core.sampling import (BLOCK, GaussianNoise, MaskedMean, ReplicateMoments, ToleranceNotReachedWarning,
-                                   binary_cells, check_tol, relative_error, smooth_masks)
+                                   ToleranceStop, binary_cells, check_tol, relative_error, smooth_masks)
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
 import make_sampling_mc_snapshot as snapshot  # noqa: E402
@@ -660,3 +660,42 @@ def test_a_cap_reached_with_too_few_groups_says_so_rather_than_that_tol_was_miss
     messages = [str(w.message) for w in record if "cap of 256 masks" in str(w.message)]
     assert messages and "independent groups of draws, fewer than the" in messages[0]
     assert "before the relative standard error fell below" not in messages[0]
+
+
+def test_an_unknown_stderr_gives_an_unknown_error_that_never_stops_sampling():
+    # NaN standard errors (too few independent draws) once read as relative error 0: Kernel SHAP's tol then
+    # stopped at its first check whatever tol was
+    est = torch.tensor([[0.0, 1.0, 3.0], [0.0, 1.0, 3.0]])
+    se = torch.tensor([[0.1, float("nan"), 0.1], [0.1, 0.1, 0.1]])
+    got = relative_error(est, se)
+    assert math.isnan(float(got[0])) and math.isfinite(float(got[1]))
+    stop = ToleranceStop(tol=1e9, cap=100, unit="samples", method="m", min_replicates=1)
+    assert stop.check(est, se, replicates=50) is False
+    assert stop.check(est[1:], se[1:], replicates=50) is True
+
+
+def test_one_replicate_has_an_unknown_stderr_not_zero():
+    moments = ReplicateMoments(1, (3,))
+    moments.add(torch.ones(1, 1, 3))
+    assert torch.isnan(moments.stderr(0)).all()
+    moments.add(torch.zeros(1, 1, 3))
+    assert torch.allclose(moments.stderr(0), torch.full((3,), 0.5, dtype=torch.float64))
+    # one antithetic pair of SmoothGrad is one replicate: its standard error is unknown
+    x = image(1, 1, 8, 8).double()
+    e = px.get_method("smoothgrad")(Cubic((1, 8, 8)), n_samples=2).explain(x, 0)
+    assert torch.isnan(e.extras["stderr"]).all() and math.isnan(e.meta["relative_error"][0])
+
+
+@pytest.mark.parametrize("name", ["lime", "kernel_shap"])
+def test_surrogate_tol_waits_for_more_units_than_coefficients(name):
+    # 7 x 7 = 49 patches: an underdetermined fit has no standard error, so even a huge tol waits for 51 units
+    from pathxai.methods.captum_perturbation import min_units
+
+    model = Sigmoid((1, 14, 14))
+    x = image(1, 1, 14, 14)
+    e = px.get_method(name)(model, n_samples=400, grid=7, tol=1e6, seed=0).explain(x, 0)
+    fixed = 2 if name == "kernel_shap" else 0
+    assert e.meta["tol_reached"] is True
+    assert (e.meta["samples_used"][0] - fixed) // 2 >= min_units(49) == 51
+    short = px.get_method(name)(model, n_samples=60, grid=7, seed=0).explain(x, 0)
+    assert torch.isnan(short.extras["stderr"]).all() and math.isnan(short.meta["relative_error"][0])

@@ -403,10 +403,11 @@ class ReplicateMoments:
         self.count = total
 
     def covariance_of_mean(self, j: int = 0, l: int | None = None) -> torch.Tensor:
-        """Cov(mean_j, mean_l) estimated from the replicates: comoment / (R (R - 1)); zeros before 2 replicates."""
+        """Cov(mean_j, mean_l) estimated from the replicates: comoment / (R (R - 1)); NaN (unknown) before 2
+        replicates."""
         l = j if l is None else l
         if self.count < 2:
-            return torch.zeros_like(self.mean[0])
+            return torch.full_like(self.mean[0], math.nan)
         return self.comoment[j, l] / (self.count * (self.count - 1))
 
     def stderr(self, j: int = 0) -> torch.Tensor:
@@ -512,7 +513,7 @@ class MaskedMean:
             raise RuntimeError("MaskedMean(full_covariance=False) keeps the per-pixel variances only")
         r = self.moments.count
         if r < 2:
-            return torch.zeros_like(self.moments.comoment)
+            return torch.full_like(self.moments.comoment, math.nan)
         return self.moments.comoment / (r * (r - 1))
 
 
@@ -549,12 +550,15 @@ def relative_error(estimate: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor
     """(N,) float64: the RMS standard error of each input's map over the noise-free spatial standard deviation of the
     map (module doc): sqrt(mean se²) / sqrt(max(0, var_map(estimate) - mean se²)); estimate, stderr: (N, ...).
 
-    A map whose variation is all noise has relative error inf; an exactly known map (se = 0) has 0."""
+    A map whose variation is all noise has relative error inf; an exactly known map (se = 0) has 0; a map whose
+    standard error is undefined somewhere (NaN: too few independent draws to estimate it) has NaN, which never
+    passes a stopping rule."""
     est = estimate.flatten(1).to(torch.float64)
     se2 = stderr.flatten(1).to(torch.float64).pow(2).mean(1)
     signal = (est.var(1, unbiased=False) - se2).clamp_min(0.0)
     out = se2.sqrt() / signal.sqrt().clamp_min(1e-300)
-    return torch.where(signal > 0, out, torch.where(se2 > 0, torch.full_like(se2, math.inf), torch.zeros_like(se2)))
+    out = torch.where(signal > 0, out, torch.where(se2 > 0, torch.full_like(se2, math.inf), torch.zeros_like(se2)))
+    return torch.where(torch.isnan(se2), torch.full_like(se2, math.nan), out)
 
 
 class ToleranceStop:
@@ -599,6 +603,12 @@ def warn_cap_reached(method: str, tol: float, cap: int, unit: str, worst: float,
     error left; ``inputs``: which inputs of the batch did not reach it, if not all share the draws; ``groups``:
     (independent groups drawn, groups the stopping rule needs), when known)."""
     which = f" for input(s) {list(inputs)}" if inputs else ""
+    if math.isnan(worst):   # fewer independent draws than the standard error needs
+        warnings.warn(f"{method}: the cap of {cap} {unit} was reached{which} before the standard error could be "
+                      f"estimated (too few independent draws for tol={tol:g}); returning the estimate from {cap} "
+                      f"{unit}, extras['stderr'] NaN. Raise the cap.", ToleranceNotReachedWarning,
+                      stacklevel=stacklevel)
+        return
     if worst < tol:   # the estimate reads below tol, but from too few independent groups to be trusted
         few = (f" with {groups[0]} independent groups of draws, fewer than the {groups[1]} needed to trust the error "
                "estimate" if groups else " before enough independent groups of draws to trust the error estimate")

@@ -29,10 +29,15 @@ surrogate is a regression, not a mean, and its independent units are single draw
   seeded from (seed, name, sample)): 1.11x the spread over seeds in the same measurement (only approximate at
   coefficients the penalty sets to zero, a known limitation of the Lasso bootstrap).
 
-``tol``: the perturbations are sent to the model in blocks of 16; before each new block (from 8 independent units
-on), the surrogate is refitted on what has been evaluated and sampling stops once its relative standard error
-(RMS bootstrap standard error over the features / range of the coefficients) is below ``tol``; ``n_samples`` is the
-cap. The final attribution is Captum's fit on exactly the samples drawn.
+Both need more independent units than coefficients (:func:`min_units`: features + 2); below that the fit is
+underdetermined and the standard error is NaN (the Lasso then keeps a few features that every bootstrap refit
+agrees on, so a bootstrap would read a small, false error: on EfficientNet-Lite0 with 49 patches it let ``tol`` stop
+at 32-48 samples, 0.2x the samples needed).
+
+``tol``: the perturbations are sent to the model in blocks of 16; before each new block (from ``min_units`` and at
+least 8 independent units on), the surrogate is refitted on what has been evaluated and sampling stops once its
+relative error (:func:`pathxai.core.sampling.relative_error` of the coefficients and their standard errors) is
+below ``tol``; ``n_samples`` is the cap. The final attribution is Captum's fit on exactly the samples drawn.
 """
 from __future__ import annotations
 
@@ -108,11 +113,20 @@ def _refit(model: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarra
     return np.asarray(est.coef_, dtype=np.float64).reshape(-1)
 
 
+def min_units(n_features: int) -> int:
+    """Independent units (draws or pairs) a surrogate with ``n_features`` coefficients and an intercept needs before
+    its standard error means anything: more units than coefficients. With fewer, the fit is underdetermined (the
+    Lasso then keeps a few features and its refits agree on them, so a bootstrap reads a small, false error; the
+    sandwich is singular), and the standard error is NaN."""
+    return int(n_features) + 2
+
+
 def bootstrap_stderr(model: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray, units: list[np.ndarray],
                      fixed: np.ndarray, rng: np.random.Generator, n_boot: int = BOOTSTRAP) -> np.ndarray:
     """(F,) bootstrap standard error of the surrogate's coefficients: ``n_boot`` refits on ``units`` (index arrays of
-    independent draws) resampled with replacement, the ``fixed`` rows always kept. NaN with fewer than 2 units."""
-    if len(units) < 2:
+    independent draws) resampled with replacement, the ``fixed`` rows always kept. NaN with fewer units than
+    :func:`min_units` (an underdetermined fit)."""
+    if len(units) < max(2, min_units(x.shape[1])):
         return np.full(x.shape[1], np.nan)
     coefs = []
     for _ in range(n_boot):
@@ -128,7 +142,7 @@ def sandwich_stderr(x: np.ndarray, y: np.ndarray, w: np.ndarray, units: list[np.
     xd = np.concatenate([np.ones((len(x), 1)), x], 1).astype(np.float64)
     wd, yd = w.astype(np.float64), y.astype(np.float64)
     g, p = len(units), xd.shape[1]
-    if g <= p:
+    if g < min_units(x.shape[1]):   # g <= p: the HC1 factor and the sandwich are undefined
         return np.full(x.shape[1], np.nan)
     a = xd.T @ (wd[:, None] * xd)
     a_inv = np.linalg.pinv(a)
@@ -174,7 +188,8 @@ class _Session:
     def converged(self, n: int) -> bool:
         """Refit on the first ``n`` (evaluated) samples; True once the relative standard error is below ``tol``."""
         units, fixed = self.units(n)
-        if len(units) < MIN_REPLICATES:
+        n_features = int(self.samples[0].shape[-1]) if self.samples else 0
+        if len(units) < max(MIN_REPLICATES, min_units(n_features)):
             return False
         x = torch.cat(self.samples[:n]).float().cpu().numpy()
         y = torch.cat(self.outputs).float().cpu().numpy()[:n]

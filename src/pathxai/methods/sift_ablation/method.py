@@ -348,8 +348,9 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
         sampling: ``"sobol"`` (default), ``"stratified"``, ``"antithetic"`` or ``"mc"`` (iid gains from the
             generators (seed, "sift_rise", m), bit for bit earlier versions'): how gain vectors are drawn jointly
             (:mod:`pathxai.core.sampling`); non-``"mc"`` samplings round ``n_masks`` up to whole groups (64, 8, 2).
-        tol: stop an image once the relative standard error of its feature importance (RMS standard error / range
-            over its keypoints) is below ``tol``, checked every 64 gain vectors; ``None``: all ``n_masks``.
+        tol: stop an image once the relative error of its feature importance (RMS standard error over the
+            noise-free spread over its keypoints, :func:`pathxai.core.sampling.relative_error`) is below ``tol``,
+            checked every 64 gain vectors; ``None``: all ``n_masks``.
         control_variate: ``"auto"`` (default; on for every sampling but ``"mc"``, used once 4 (K + 1) earlier gain
             vectors have fitted it), ``True`` or ``False``: the past-fitted regression of the score on the gains
             (:class:`pathxai.core.sampling.MaskedMean`; unbiased).
@@ -411,7 +412,10 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
                        ) -> torch.Tensor:
         """(H, W) standard error of :meth:`pixel_heatmap` of ``importance`` (K,) whose covariance is ``covariance``
         (K, K): sqrt(diag(J C J^T)) with J the heatmap's Jacobian (the heatmap itself for the linear Eq. 4.46; Eq.
-        4.48 is differentiated by hand: clamp, decoder, |x - blur x|, blur)."""
+        4.48 is differentiated by hand: clamp, decoder, |x - blur x|, blur). NaN everywhere when the covariance is
+        unknown (fewer than 2 independent groups of masks)."""
+        if torch.isnan(covariance).any():
+            return torch.full(decoder.image_shape, math.nan, dtype=torch.float64, device=decoder.device)
         evals, evecs = torch.linalg.eigh(covariance.to(torch.float64))
         dirs = (evecs * evals.clamp_min(0.0).sqrt()).t()        # rows: sqrt(lambda) v, so sum_k (J row_k)^2 = diag
         dtype = decoder.matrices[0].dtype
