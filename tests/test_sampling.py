@@ -653,11 +653,11 @@ def test_no_host_tensor_meets_the_device(name, params, digits_model, digit_batch
 
 
 def test_a_cap_reached_with_too_few_groups_says_so_rather_than_that_tol_was_missed():
-    # 256 RISE masks are few Sobol groups: the error estimate reads below tol but is not trusted (MIN_REPLICATES)
-    method = px.get_method("rise")(Sigmoid((1, 8, 8)), n_masks=256, grid=3, tol=0.5)
+    # 192 RISE masks are 3 Sobol nets: the error estimate reads below tol but is not trusted (MIN_REPLICATES = 4)
+    method = px.get_method("rise")(Sigmoid((1, 8, 8)), n_masks=192, grid=3, tol=0.5)
     with pytest.warns(UserWarning) as record:
         method.explain(image(1, 1, 8, 8), 0)
-    messages = [str(w.message) for w in record if "cap of 256 masks" in str(w.message)]
+    messages = [str(w.message) for w in record if "cap of 192 masks" in str(w.message)]
     assert messages and "independent groups of draws, fewer than the" in messages[0]
     assert "before the relative standard error fell below" not in messages[0]
 
@@ -699,3 +699,53 @@ def test_surrogate_tol_waits_for_more_units_than_coefficients(name):
     assert (e.meta["samples_used"][0] - fixed) // 2 >= min_units(49) == 51
     short = px.get_method(name)(model, n_samples=60, grid=7, seed=0).explain(x, 0)
     assert torch.isnan(short.extras["stderr"]).all() and math.isnan(short.meta["relative_error"][0])
+
+
+@pytest.mark.parametrize("group,first_check", [(64, 4), (8, 4), (2, 8), (1, 16)])
+def test_the_stopping_rule_waits_for_4_groups_and_16_draws(group, first_check):
+    est = torch.linspace(0, 1, 50)[None]
+    se = torch.full_like(est, 1e-6)
+    stop = ToleranceStop(tol=0.1, cap=10_000, unit="samples", method="m", group=group)
+    assert stop.min_replicates == first_check
+    assert not stop.check(est, se, replicates=first_check - 1) and stop.check(est, se, replicates=first_check)
+
+
+def test_the_noise_sampling_default_follows_the_aggregate():
+    model = Cubic((1, 4, 4))
+    assert px.get_method("smoothgrad")(model).sampling == "antithetic"
+    assert px.get_method("smoothgrad_sq")(model).sampling == "mc"
+    assert px.get_method("vargrad")(model).sampling == "mc"
+    # the same estimator under another name gets the same default
+    assert px.get_method("smoothgrad")(model, aggregate="mean_square").sampling == "mc"
+    assert px.get_method("smoothgrad")(model, aggregate="variance").sampling == "mc"
+    assert px.get_method("smoothgrad_sq")(model, sampling="antithetic").sampling == "antithetic"
+
+
+def test_ridge_by_gcv_matches_explicit_ridge_fits_and_falls_back_to_the_intercept():
+    from pathxai.core.sampling import ridge_by_gcv
+
+    gen = torch.Generator().manual_seed(0)
+    n, k = 40, 12
+    b = (torch.rand(n, k, generator=gen) < 0.5).double()
+    beta_true = torch.randn(k, generator=gen, dtype=torch.float64)
+    s = torch.stack([2.0 + b @ beta_true + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64),
+                     torch.randn(n, generator=gen, dtype=torch.float64)])            # (2, n): signal, pure noise
+    x = torch.cat([torch.ones(n, 1, dtype=torch.float64), b], 1)
+    coef, lam = ridge_by_gcv(x.t() @ x, s @ x, (s * s).sum(1))
+    bc = b - b.mean(0)
+    scale = float(torch.linalg.eigvalsh(bc.t() @ bc).clamp_min(0).mean())
+    grid = [scale * 10.0 ** float(e) for e in torch.linspace(-4, 2, 13, dtype=torch.float64)]
+    for r in range(2):   # brute force: every penalty fitted explicitly, GCV from the residuals
+        sc = s[r] - s[r].mean()
+        best = (float(n * (sc @ sc) / (n - 1) ** 2), math.inf, torch.zeros(k, dtype=torch.float64))
+        for g in grid:
+            hat = bc @ torch.linalg.solve(bc.t() @ bc + g * torch.eye(k, dtype=torch.float64), bc.t())
+            fit = hat @ sc
+            gcv = float(n * ((sc - fit) ** 2).sum() / (n - 1 - torch.trace(hat)) ** 2)
+            if gcv < best[0]:
+                best = (gcv, g, torch.linalg.solve(bc.t() @ bc + g * torch.eye(k, dtype=torch.float64), bc.t() @ sc))
+        assert float(lam[r]) == pytest.approx(best[1], rel=1e-9) or (math.isinf(best[1]) and math.isinf(lam[r]))
+        assert torch.allclose(coef[1:, r], best[2], atol=1e-9)
+        assert float(coef[0, r]) == pytest.approx(float(s[r].mean() - b.mean(0) @ best[2]), abs=1e-9)
+    assert float(lam[0]) < scale * 1e-1                          # a clean linear signal: almost no penalty
+    assert torch.allclose(coef[1:, 0], beta_true, atol=0.1)

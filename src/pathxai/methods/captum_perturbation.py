@@ -50,13 +50,14 @@ import torch
 
 from ..core import Method, Target, register_method
 from ..core.limits import Cost
-from ..core.sampling import (MIN_REPLICATES, SamplingMixin, check_sampling, check_tol, relative_error, round_up)
+from ..core.sampling import SamplingMixin, check_sampling, check_tol, relative_error, round_up
 from ..core.seeding import item_generator, item_seed, numpy_rng
 from ..core.validation import check_positive_int
 
 SAMPLINGS = ("antithetic", "mc")
 BOOTSTRAP = 32    # refits of the surrogate for the standard error
 CHECK = 16        # with tol: perturbations per model call, and the stopping rule is checked between them
+MIN_UNITS = 8     # independent units (draws or pairs) before the stopping rule, whatever the number of features
 
 
 def grid_feature_mask(h: int, w: int, grid: int) -> torch.Tensor:
@@ -189,7 +190,7 @@ class _Session:
         """Refit on the first ``n`` (evaluated) samples; True once the relative standard error is below ``tol``."""
         units, fixed = self.units(n)
         n_features = int(self.samples[0].shape[-1]) if self.samples else 0
-        if len(units) < max(MIN_REPLICATES, min_units(n_features)):
+        if len(units) < max(MIN_UNITS, min_units(n_features)):
             return False
         x = torch.cat(self.samples[:n]).float().cpu().numpy()
         y = torch.cat(self.outputs).float().cpu().numpy()[:n]

@@ -563,7 +563,7 @@ class FunctionalInformation(SamplingMixin, Method):
 
         estimates, errors, mean_f, used, final_error, unreached = [], [], [], [], [], []
         for i in range(n):
-            stop = ToleranceStop(self.tol, self.n_samples, "samples", self.name, self.evaluator)
+            stop = ToleranceStop(self.tol, self.n_samples, "samples", self.name, self.evaluator, group=self.group)
             noise = None if self.sampling == "mc" else GaussianNoise(self.seed, "fi", i, shape, self.sampling,
                                                                      self.group, x.device)
             total_i = torch.zeros_like(x[i])

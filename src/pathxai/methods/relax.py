@@ -656,7 +656,7 @@ class RELAX(SamplingMixin, Method):
         basis = (self.p * self.p + self.p * (1 - self.p) * expected_cell_weights(spatial, self.grid)) if use_cv \
             else None
         errors = ImportanceStderr(n, n_pix, self.group, self.estimator, basis, self.p, x.device)
-        stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator)
+        stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator, group=self.group)
         sim_sum = torch.zeros(n, dtype=torch.float64, device=x.device)
         stream = BlockStream(n, self.n_masks, lambda idx: masks_and_cells(idx, self.seed, spatial, self.grid, self.p,
                                                                           self.sampling, self.stratum,

@@ -157,7 +157,7 @@ class RISE(SamplingMixin, Method):
             basis = self.p * self.p + self.p * (1 - self.p) * expected_cell_weights((h, w), self.grid)
         stats = MaskedMean(n, pixels, self.group, basis, self.p, x.device)
         total = torch.zeros(n, h, w, dtype=x.dtype, device=x.device) if mc else None
-        stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator)
+        stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator, group=self.group)
 
         def build(items: torch.Tensor) -> torch.Tensor:
             # items are laid out mask-major (all images for mask 0, then mask 1, ...): each block of masks is made once

@@ -351,8 +351,8 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
         tol: stop an image once the relative error of its feature importance (RMS standard error over the
             noise-free spread over its keypoints, :func:`pathxai.core.sampling.relative_error`) is below ``tol``,
             checked every 64 gain vectors; ``None``: all ``n_masks``.
-        control_variate: ``"auto"`` (default; on for every sampling but ``"mc"``, used once 4 (K + 1) earlier gain
-            vectors have fitted it), ``True`` or ``False``: the past-fitted regression of the score on the gains
+        control_variate: ``"auto"`` (default; on for every sampling but ``"mc"``), ``True`` or ``False``: the
+            past-fitted ridge regression of the score on the gains, penalty by GCV, from the second block of 64 on
             (:class:`pathxai.core.sampling.MaskedMean`; unbiased).
         eta, cells, sparsity, contrast_threshold, edge_ratio, max_keypoints, sigma_min, octave_steps, n_levels,
             heatmap, heatmap_sigmas: the decomposition and heatmap settings of :class:`SiftAblationPath`.
@@ -451,7 +451,7 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
             if not mc and self.control_variate is not False:
                 basis = self.p * self.p + self.p * (1 - self.p) * torch.eye(k, dtype=torch.float64)
             stats = MaskedMean(1, k, self.group, basis, self.p, x.device, full_covariance=True)
-            stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator)
+            stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator, group=self.group)
 
             def build(items: torch.Tensor, dec: SiftDecoder = dec, stream: BlockStream = stream) -> torch.Tensor:
                 return dec.decode(stream.rows(items)).to(x.dtype)
