@@ -424,3 +424,23 @@ def test_sift_path_improves_on_its_affine_start_on_efficientnet(efficientnet):
     assert final >= hist[0], f"affine start {hist[0]:.4f}, optimised {final:.4f}"
     # the decomposition must not dominate the explanation (goal: < 20 %)
     assert e.extras["decomposition_time_s"][0] < 0.5 * e.extras["path_time_s"][0]
+
+
+def test_sift_rise_heatmap_error_is_the_relative_error_of_the_explicit_heatmap(photo_decoder):
+    from pathxai.core.sampling import relative_error
+    from pathxai.methods.sift_ablation.method import SiftRISE
+
+    dec = photo_decoder
+    k = dec.n_features
+    gen = torch.Generator().manual_seed(0)
+    theta = torch.randn(k, generator=gen, dtype=torch.float64)
+    root = 0.05 * torch.randn(k, k, generator=gen, dtype=torch.float64)
+    cov = root @ root.t()
+    h = dec.heatmap(torch.eye(k, dtype=dec.matrices[0].dtype)).flatten(1).double().t()   # (P, K), explicit
+    heat = h @ theta
+    se = ((h @ cov) * h).sum(1).sqrt()                                                   # diag(H C H^T)^1/2
+    want = relative_error(heat[None], se[None])
+    got = SiftRISE.heatmap_error(theta, cov, SiftRISE.heatmap_moments(dec))
+    assert torch.allclose(got, want, rtol=1e-4), (got, want)
+    # and it is what sift_rise reports for its Voronoi heatmap
+    assert torch.allclose(dec.heatmap(theta.float()).flatten().double(), heat, rtol=1e-4, atol=1e-6)

@@ -600,8 +600,15 @@ def relative_error(estimate: torch.Tensor, stderr: torch.Tensor) -> torch.Tensor
     standard error is undefined somewhere (NaN: too few independent draws to estimate it) has NaN, which never
     passes a stopping rule."""
     est = estimate.flatten(1).to(torch.float64)
-    se2 = stderr.flatten(1).to(torch.float64).pow(2).mean(1)
-    signal = (est.var(1, unbiased=False) - se2).clamp_min(0.0)
+    return relative_error_from_moments(est.var(1, unbiased=False), stderr.flatten(1).to(torch.float64).pow(2).mean(1))
+
+
+def relative_error_from_moments(map_variance: torch.Tensor, mean_se2: torch.Tensor) -> torch.Tensor:
+    """(N,) :func:`relative_error` from each map's spatial variance (N,) and mean squared standard error (N,): for
+    maps known only through moments, e.g. a linear map H theta of an estimate theta with covariance C, whose
+    pixel mean of se² is trace(C H^T H) / P (sift_rise's heatmap)."""
+    se2 = mean_se2.to(torch.float64)
+    signal = (map_variance.to(torch.float64) - se2).clamp_min(0.0)
     out = se2.sqrt() / signal.sqrt().clamp_min(1e-300)
     out = torch.where(signal > 0, out, torch.where(se2 > 0, torch.full_like(se2, math.inf), torch.zeros_like(se2)))
     return torch.where(torch.isnan(se2), torch.full_like(se2, math.nan), out)
@@ -629,7 +636,12 @@ class ToleranceStop:
 
     def check(self, estimate: torch.Tensor, stderr: torch.Tensor, replicates: int) -> bool:
         """Record the relative error of ``estimate`` (N, ...) with ``stderr``; True when sampling may stop."""
-        self.error = relative_error(estimate, stderr)
+        return self.check_error(relative_error(estimate, stderr), replicates)
+
+    def check_error(self, error: torch.Tensor, replicates: int) -> bool:
+        """:meth:`check` for a relative error (N,) computed by the caller (e.g. of a linear map of the estimate,
+        :func:`relative_error_from_moments`)."""
+        self.error = error
         self.replicates = int(replicates)
         worst = float(self.error.max()) if self.error.numel() else 0.0
         note = getattr(self.evaluator, "progress_note", None)
@@ -727,4 +739,5 @@ class SamplingMixin:
 __all__ = ["BLOCK", "MASK_SAMPLINGS", "MIN_DRAWS", "MIN_REPLICATES", "NOISE_SAMPLINGS", "BlockStream", "GaussianNoise",
            "MaskedMean", "ReplicateMoments", "SampleBlocks", "SamplingMixin", "ToleranceNotReachedWarning",
            "ToleranceStop", "binary_cells", "bilinear_weights", "check_sampling", "check_tol", "expected_cell_weights",
-           "gradient_rounds", "relative_error", "ridge_by_gcv", "round_up", "smooth_masks", "warn_cap_reached"]
+           "gradient_rounds", "relative_error", "relative_error_from_moments", "ridge_by_gcv", "round_up",
+           "smooth_masks", "warn_cap_reached"]
