@@ -721,35 +721,6 @@ def test_the_noise_sampling_default_follows_the_aggregate():
     assert px.get_method("smoothgrad_sq")(model, sampling="antithetic").sampling == "antithetic"
 
 
-def test_ridge_by_gcv_matches_explicit_ridge_fits_and_falls_back_to_the_intercept():
-    from pathxai.core.sampling import ridge_by_gcv
-
-    gen = torch.Generator().manual_seed(0)
-    n, k = 40, 12
-    b = (torch.rand(n, k, generator=gen) < 0.5).double()
-    beta_true = torch.randn(k, generator=gen, dtype=torch.float64)
-    s = torch.stack([2.0 + b @ beta_true + 0.1 * torch.randn(n, generator=gen, dtype=torch.float64),
-                     torch.randn(n, generator=gen, dtype=torch.float64)])            # (2, n): signal, pure noise
-    x = torch.cat([torch.ones(n, 1, dtype=torch.float64), b], 1)
-    coef, lam = ridge_by_gcv(x.t() @ x, s @ x, (s * s).sum(1))
-    bc = b - b.mean(0)
-    scale = float(torch.linalg.eigvalsh(bc.t() @ bc).clamp_min(0).mean())
-    grid = [scale * 10.0 ** float(e) for e in torch.linspace(-4, 2, 13, dtype=torch.float64)]
-    for r in range(2):   # brute force: every penalty fitted explicitly, GCV from the residuals
-        sc = s[r] - s[r].mean()
-        best = (float(n * (sc @ sc) / (n - 1) ** 2), math.inf, torch.zeros(k, dtype=torch.float64))
-        for g in grid:
-            hat = bc @ torch.linalg.solve(bc.t() @ bc + g * torch.eye(k, dtype=torch.float64), bc.t())
-            fit = hat @ sc
-            gcv = float(n * ((sc - fit) ** 2).sum() / (n - 1 - torch.trace(hat)) ** 2)
-            if gcv < best[0]:
-                best = (gcv, g, torch.linalg.solve(bc.t() @ bc + g * torch.eye(k, dtype=torch.float64), bc.t() @ sc))
-        assert float(lam[r]) == pytest.approx(best[1], rel=1e-9) or (math.isinf(best[1]) and math.isinf(lam[r]))
-        assert torch.allclose(coef[1:, r], best[2], atol=1e-9)
-        assert float(coef[0, r]) == pytest.approx(float(s[r].mean() - b.mean(0) @ best[2]), abs=1e-9)
-    assert float(lam[0]) < scale * 1e-1                          # a clean linear signal: almost no penalty
-    assert torch.allclose(coef[1:, 0], beta_true, atol=0.1)
-
 
 def test_kernel_shap_tol_delivers_the_error_it_promises():
     # the sandwich standard error sees the fit's variance, not its small-sample bias; with the drift term the error
@@ -768,20 +739,3 @@ def test_kernel_shap_tol_delivers_the_error_it_promises():
             sq = float(((e.attribution.flatten().double() - r) ** 2).mean() - rs.pow(2).mean())
             errors.append(sq / signal)
     assert math.sqrt(sum(errors) / len(errors)) < 1.1 * tol, [math.sqrt(v) for v in errors]
-
-
-def test_the_first_block_only_fits_the_control_variate():
-    # a score exactly linear in the cells: every corrected replicate is exact, the uncorrected first block is not;
-    # the estimate after the burn-in carries none of the first block's noise
-    k, p, group = 12, 0.5, 8
-    w = torch.linspace(-1, 1, k, dtype=torch.float64)
-    exact = p * (2.0 + p * float(w.sum())) + p * (1 - p) * w          # E[f B_k] for f = 2 + w . B
-    basis = p * p + p * (1 - p) * torch.eye(k, dtype=torch.float64)
-    stats = MaskedMean(1, k, group, basis, p)
-    for b in range(3):
-        cells, _ = binary_cells(torch.arange(b * BLOCK, (b + 1) * BLOCK), 0, k, p, "stratified", group, "t")
-        stats.add_block(cells, cells, (2.0 + cells.double() @ w)[None])
-        if b == 0:   # eight uncorrected strata: their own sampling error
-            assert stats.replicates == 8 and float((stats.estimate()[0] - exact).abs().max()) > 1e-3
-    assert stats.replicates == 16                               # blocks 2 and 3, corrected
-    assert torch.allclose(stats.estimate()[0], exact, atol=1e-4), (stats.estimate()[0] - exact)   # ridge: ~2e-5

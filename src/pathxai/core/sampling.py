@@ -44,27 +44,19 @@ mask was made from, and E[B_c M_ij] is known in closed form (:func:`expected_cel
 
     Y_g = (1/K) sum_{n in g} (f_n - a - beta.B_n) M_n + a p + beta.E[B M]
 
-is unbiased for *any* (a, beta) that does not depend on group g's draws. Here (a, beta) is a ridge regression fitted
-on all *earlier* blocks (a sequential, "past-fitted" control variate): each Y_g is then an unbiased replicate given
-the past, the Y_g are martingale differences around the true value, and the replicate formula above stays a
-consistent standard error -- which a cross-fitted coefficient (fitted on the other half, RELAX's
-:class:`CellControlVariate`) would not give while streaming. The ridge penalty (intercept unpenalised) is chosen per
-image and per block by generalised cross-validation (Golub, Heath & Wahba 1979) over a grid that includes "intercept
-only", all from the past's sufficient statistics (:func:`ridge_by_gcv`). It matters when the past holds fewer masks
-than there are cells: an earlier version waited for 4 x (cells + 1) masks and used the intercept alone until then,
-which for sift_rise's up to 300 keypoints (1,204 masks) meant never at its default 500. On EfficientNet-Lite0
-sift_rise scores (two photos, 262-300 keypoints) the GCV ridge fitted on 64 / 128 / 256 / 512 past masks left
-1.1 / 1.2-1.3 / 1.6-1.8 / 2.1-2.4x less variance per mask than the intercept alone.
+is unbiased for *any* (a, beta) that does not depend on group g's draws. Here (a, beta) is the least-squares fit on
+all *earlier* blocks (a sequential, "past-fitted" control variate): each Y_g is then an unbiased replicate given the
+past, the Y_g are martingale differences around the true value, and the replicate formula above stays a consistent
+standard error -- which a cross-fitted coefficient (fitted on the other half, RELAX's :class:`CellControlVariate`)
+would not give while streaming. The full regression is used once the past holds ``CV_MASKS_PER_COEFFICIENT`` x
+(cells + 1) masks (before that the fit is too noisy to help); from the second block until then, the intercept alone
+(the past mean score).
 
-The first block has no past, so its replicates are uncorrected, with the plain estimator's variance: 9-18x that of
-the corrected ones for RISE / sift_rise on EfficientNet-Lite0. Averaged in with equal weight, one such replicate
-dominates both the estimate's error and -- as a single squared deviation, one degree of freedom -- the error's
-estimate, which then stopped ``tol`` late at random (sift_rise on EfficientNet-Lite0: 256 or 512 masks for a need
-of 116). With a control variate the first block therefore only fits it (a burn-in): the estimate and its standard
-error are made of the corrected replicates from the second block on, once there are two of them (a standard error
-needs two), and of all replicates, the first block's included, before (runs of one or two Sobol blocks). Dropping
-independent draws keeps the estimate unbiased; it wins whenever the correction removes more than a factor about
-1 + 2 / (replicates) of the variance.
+Two refinements were tried and measured worse, so they are not used (benchmarks/results/sampling.md): a ridge
+regression with its penalty chosen by generalised cross-validation from the second block on (the score's regression
+on the cells of past Sobol nets extrapolates poorly to a freshly scrambled net: sift_rise's error on EfficientNet-Lite0
+at 500 masks rose from 0.44 to 0.60 of the map's SD), and a burn-in that kept the uncorrected first block out of the
+estimate (0.60 -> 0.87 on top of the ridge; slightly worse for RISE on digits at 250-500 masks).
 
 Stopping (``tol=``, :class:`ToleranceStop`). After each whole block of draws (once at least ``MIN_REPLICATES`` = 4
 independent groups and ``MIN_DRAWS`` = 16 draws are in: 4 Sobol nets of 64 masks, 8 antithetic pairs, 16 single
@@ -102,7 +94,7 @@ BLOCK = 64                   # draws per aligned block: statistics are merged an
 MIN_REPLICATES = 4           # independent groups needed before the stopping rule is trusted ...
 MIN_DRAWS = 16               # ... and draws: a group of many draws (a Sobol net of 64) is a near-normal replicate
 REPLICATE_SLICE = 8          # replicates materialised at once when a block is merged
-GCV_GRID = 13                # ridge penalties tried, log-spaced over 1e-4 .. 1e2 x the mean eigenvalue, plus infinity
+CV_MASKS_PER_COEFFICIENT = 4  # the mask control variate starts once the past holds this many masks per coefficient
 SOBOL_MAX_DIM = 21201        # scipy's Sobol direction numbers stop here
 SOBOL_BITS = 30
 MASK_SAMPLINGS = ("sobol", "stratified", "antithetic", "mc")
@@ -418,20 +410,6 @@ class ReplicateMoments:
         self.comoment += com_b + cross * (self.count * r / total)
         self.count = total
 
-    def merged(self, other: "ReplicateMoments") -> "ReplicateMoments":
-        """A new :class:`ReplicateMoments` holding the replicates of both (Chan et al.'s merge; neither changes)."""
-        out = ReplicateMoments.__new__(ReplicateMoments)
-        out.k, out.count = self.k, self.count + other.count
-        if not self.count or not other.count:
-            src = self if self.count else other
-            out.mean, out.comoment = src.mean.clone(), src.comoment.clone()
-            return out
-        delta = other.mean - self.mean
-        out.mean = self.mean + delta * (other.count / out.count)
-        cross = delta.unsqueeze(1) * delta.unsqueeze(0) if self.k > 1 else (delta * delta).unsqueeze(0)
-        out.comoment = self.comoment + other.comoment + cross * (self.count * other.count / out.count)
-        return out
-
     def covariance_of_mean(self, j: int = 0, l: int | None = None) -> torch.Tensor:
         """Cov(mean_j, mean_l) estimated from the replicates: comoment / (R (R - 1)); NaN (unknown) before 2
         replicates."""
@@ -443,51 +421,6 @@ class ReplicateMoments:
     def stderr(self, j: int = 0) -> torch.Tensor:
         """Standard error of the mean of quantity ``j`` (elements' shape)."""
         return self.covariance_of_mean(j).clamp_min(0.0).sqrt()
-
-
-def ridge_by_gcv(xtx: torch.Tensor, xts: torch.Tensor, sts: torch.Tensor, grid: int = GCV_GRID
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ridge regressions of several responses on shared regressors [1, B], from sufficient statistics only, each
-    with its penalty chosen by generalised cross-validation.
-
-    Args:
-        xtx: (d, d) X^T X of the design X = [1, B] (first column the intercept; n = xtx[0, 0] rows).
-        xts: (R, d) X^T s_r for each of R responses.  sts: (R,) s_r^T s_r.
-    Returns:
-        ``(coef (d, R) [a; beta] per response, penalty (R,))``: the intercept is not penalised (B is centred);
-        penalties lambda from ``grid`` log-spaced values in [1e-4, 1e2] x the mean eigenvalue of the centred
-        B^T B, and lambda = inf (beta = 0, a = mean of s); the one minimising GCV(lambda) = n RSS / (n - df)², with
-        RSS and df = 1 + sum_i e_i / (e_i + lambda) from the eigen-decomposition of the centred B^T B (eigenvalues
-        e_i) -- no data beyond the sums is kept.
-    """
-    n = float(xtx[0, 0])
-    mean_b = xtx[0, 1:] / n                                     # (K,)
-    centred = xtx[1:, 1:] - n * torch.outer(mean_b, mean_b)     # (K, K) centred B^T B
-    mean_s = xts[:, 0] / n                                      # (R,)
-    cross = xts[:, 1:] - n * mean_s[:, None] * mean_b[None]     # (R, K) centred B^T s
-    syy = (sts - n * mean_s * mean_s).clamp_min(0.0)            # (R,)
-    evals, evecs = torch.linalg.eigh(centred)
-    evals = evals.clamp_min(0.0)
-    z = cross @ evecs                                           # (R, K) in the eigenbasis
-    scale = float(evals.mean()) if evals.numel() else 0.0
-    best_gcv = syy * n / max(n - 1.0, 1e-12) ** 2               # lambda = inf: intercept only, df = 1
-    best_lam = torch.full_like(syy, math.inf)
-    best_z = torch.zeros_like(z)
-    if scale > 0:
-        for lam in (scale * 10.0 ** torch.linspace(-4, 2, grid, dtype=torch.float64)).tolist():
-            shrink = 1.0 / (evals + lam)                        # (K,)
-            rss = (syy - (z * z * (evals + 2 * lam) * shrink * shrink).sum(1)).clamp_min(0.0)
-            df = 1.0 + float((evals * shrink).sum())
-            if df >= n:
-                continue
-            gcv = rss * n / (n - df) ** 2
-            better = gcv < best_gcv
-            best_gcv = torch.where(better, gcv, best_gcv)
-            best_lam = torch.where(better, torch.full_like(best_lam, lam), best_lam)
-            best_z = torch.where(better[:, None], z * shrink, best_z)
-    beta = best_z @ evecs.t()                                   # (R, K)
-    a = mean_s - beta @ mean_b
-    return torch.cat([a[None], beta.t()], 0), best_lam
 
 
 class MaskedMean:
@@ -506,35 +439,37 @@ class MaskedMean:
     """
 
     def __init__(self, n_images: int, n_pixels: int, group: int, basis: torch.Tensor | None = None, p: float = 0.5,
-                 device: torch.device | str | None = None, full_covariance: bool = False) -> None:
+                 device: torch.device | str | None = None, cv_after: int | None = None,
+                 full_covariance: bool = False) -> None:
         self.n_images, self.n_pixels, self.group, self.p = n_images, n_pixels, int(group), float(p)
         self.full = bool(full_covariance)
         if self.full and n_images != 1:
             raise ValueError("full_covariance keeps one image's (P, P) covariance: explain one image at a time")
         self.moments = ReplicateMoments(n_pixels, (), device) if self.full \
             else ReplicateMoments(1, (n_images, n_pixels), device)
-        # with the control variate, the first block (no past to fit it on) only fits it: its uncorrected replicates
-        # are kept aside and used only while no corrected one exists (see the class doc)
-        self.burn_in = ReplicateMoments(n_pixels, (), device) if self.full \
-            else ReplicateMoments(1, (n_images, n_pixels), device)
         self.n = 0
         self.basis = None if basis is None else basis.to(device=device, dtype=torch.float64)
         if self.basis is not None:
             d = self.basis.shape[0] + 1
+            self.cv_after = CV_MASKS_PER_COEFFICIENT * d if cv_after is None else int(cv_after)
             self.xtx = torch.zeros(d, d, dtype=torch.float64, device=device)
             self.xts = torch.zeros(n_images, d, dtype=torch.float64, device=device)
-            self.sts = torch.zeros(n_images, dtype=torch.float64, device=device)
         self.cv_masks = 0   # masks whose replicate used the control variate
-        self.penalty: torch.Tensor | None = None   # (n_images,) the ridge penalties GCV chose for the last block
 
     def coefficients(self) -> torch.Tensor | None:
-        """(cells + 1, n_images) [a; beta] of the past-fitted control variate: the ridge regression of the score on
-        the cells over all earlier blocks, penalty by GCV (:func:`ridge_by_gcv`; "intercept only" -- a = the past
-        mean score -- is one of the candidates); ``None`` before any past."""
+        """(cells + 1, n_images) least-squares [a; beta] of the score on [1, cells] over the past (a small ridge
+        keeps the solve defined); while the past is shorter than ``cv_after`` masks, the intercept alone (a = the
+        past mean score, beta = 0: already removes the mean score x mask-coverage noise of independent masks);
+        ``None`` before any past."""
         if self.basis is None or self.n == 0:
             return None
-        coef, self.penalty = ridge_by_gcv(self.xtx, self.xts, self.sts)
-        return coef
+        d = self.xtx.shape[0]
+        if self.n < self.cv_after:
+            coef = torch.zeros(d, self.xts.shape[0], dtype=torch.float64, device=self.xts.device)
+            coef[0] = self.xts[:, 0] / self.xtx[0, 0]
+            return coef
+        ridge = 1e-6 * max(1, self.n) * torch.eye(d, dtype=torch.float64, device=self.xtx.device)
+        return torch.linalg.solve(self.xtx + ridge, self.xts.t())
 
     def add_block(self, cells: torch.Tensor | None, masks: torch.Tensor, scores: torch.Tensor) -> None:
         """Merge one aligned block of whole groups: ``cells`` (K, n_cells) (``None`` without control variate),
@@ -553,49 +488,41 @@ class MaskedMean:
             r = s - a[:, None] - (c @ beta).t()
             offset = a[:, None] * self.p + beta.t() @ self.basis       # (N, P): E[a M + beta.B M]
             self.cv_masks += k
-        target = self.burn_in if self.basis is not None and coef is None else self.moments
         r, m = r.view(self.n_images, n_groups, self.group), m.view(n_groups, self.group, -1)
         for a in range(0, n_groups, REPLICATE_SLICE):   # bounded memory: at most 8 replicates of (N, P) at once
             y = torch.einsum("ngk,gkp->gnp", r[:, a:a + REPLICATE_SLICE], m[a:a + REPLICATE_SLICE]) / self.group
             if offset is not None:
                 y = y + offset
-            target.add(y[:, 0] if self.full else y.unsqueeze(1))
+            self.moments.add(y[:, 0] if self.full else y.unsqueeze(1))
         if self.basis is not None:   # the regression sums include this block only after it was corrected
             x = torch.cat([torch.ones(k, 1, dtype=torch.float64, device=s.device),
                            cells.to(device=s.device, dtype=torch.float64)], 1)
             self.xtx += x.t() @ x
             self.xts += s @ x
-            self.sts += (s * s).sum(1)
         self.n += k
 
     @property
-    def _used(self) -> ReplicateMoments:
-        """The replicates the estimate is made of: the corrected ones once there are 2 (a standard error), else all
-        of them, the first block's included (runs of one or two blocks)."""
-        return self.moments if self.moments.count >= 2 else self.moments.merged(self.burn_in)
-
-    @property
     def replicates(self) -> int:
-        return self._used.count
+        return self.moments.count
 
     def estimate(self) -> torch.Tensor:
         """(n_images, P) float64 estimate of E[f M]."""
-        return self._used.mean.unsqueeze(0) if self.full else self._used.mean[0]
+        return self.moments.mean.unsqueeze(0) if self.full else self.moments.mean[0]
 
     def stderr(self) -> torch.Tensor:
         """(n_images, P) float64 standard error of :meth:`estimate`."""
         if self.full:
             return self.covariance().diagonal().clamp_min(0.0).sqrt().unsqueeze(0)
-        return self._used.stderr(0)
+        return self.moments.stderr(0)
 
     def covariance(self) -> torch.Tensor:
         """(P, P) float64 covariance of the estimate from the replicates (``full_covariance`` only)."""
         if not self.full:
             raise RuntimeError("MaskedMean(full_covariance=False) keeps the per-pixel variances only")
-        used = self._used
-        if used.count < 2:
-            return torch.full_like(used.comoment, math.nan)
-        return used.comoment / (used.count * (used.count - 1))
+        r = self.moments.count
+        if r < 2:
+            return torch.full_like(self.moments.comoment, math.nan)
+        return self.moments.comoment / (r * (r - 1))
 
 
 class SampleBlocks:
@@ -774,5 +701,5 @@ class SamplingMixin:
 __all__ = ["BLOCK", "MASK_SAMPLINGS", "MIN_DRAWS", "MIN_REPLICATES", "NOISE_SAMPLINGS", "BlockStream", "GaussianNoise",
            "MaskedMean", "ReplicateMoments", "SampleBlocks", "SamplingMixin", "ToleranceNotReachedWarning",
            "ToleranceStop", "binary_cells", "bilinear_weights", "check_sampling", "check_tol", "expected_cell_weights",
-           "gradient_rounds", "relative_error", "relative_error_from_moments", "ridge_by_gcv", "round_up",
+           "gradient_rounds", "relative_error", "relative_error_from_moments", "round_up",
            "smooth_masks", "warn_cap_reached"]

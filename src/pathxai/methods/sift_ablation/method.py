@@ -353,9 +353,9 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
             noise-free spatial SD, :func:`pathxai.core.sampling.relative_error`, computed from the keypoint
             covariance through the linear Voronoi heatmap; for ``heatmap="image"``, of the keypoint importance) is
             below ``tol``, checked every 64 gain vectors; ``None``: all ``n_masks``.
-        control_variate: ``"auto"`` (default; on for every sampling but ``"mc"``), ``True`` or ``False``: the
-            past-fitted ridge regression of the score on the gains, penalty by GCV, from the second block of 64 on
-            (:class:`pathxai.core.sampling.MaskedMean`; unbiased).
+        control_variate: ``"auto"`` (default; on for every sampling but ``"mc"``, used once 4 (K + 1) earlier gain
+            vectors have fitted it; the intercept alone before), ``True`` or ``False``: the past-fitted regression of
+            the score on the gains (:class:`pathxai.core.sampling.MaskedMean`; unbiased).
         eta, cells, sparsity, contrast_threshold, edge_ratio, max_keypoints, sigma_min, octave_steps, n_levels,
             heatmap, heatmap_sigmas: the decomposition and heatmap settings of :class:`SiftAblationPath`.
 
