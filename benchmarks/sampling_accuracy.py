@@ -279,7 +279,7 @@ def table(results: list[dict]) -> str:
         at_stop = f"{t['error_at_stop'] / t['tol']:.2f}" if t else "-"
         ref_err = r.get("reference_relative_error", math.nan)
         # a reference whose own noise is not well below its signal cannot score the runs: flagged, not hidden
-        ref_note = "-" if not math.isfinite(ref_err) else f"{ref_err:.2f}" + (" (too noisy)" if ref_err > 0.3 else "")
+        ref_note = "-" if math.isnan(ref_err) else f"{ref_err:.2f}" + (" (too noisy)" if ref_err > 0.3 else "")
         lines.append(f"| {r['method']} | {r['default']} | {r['paper_budget']} | {r['variance_ratio_equal_samples']:.2f} | "
                      f"{g['mc_error_at_paper_budget']:.4f} | "
                      f"{g['mc_time_s']:.2f} | {g['time_flag']}{g['default_time_s']:.2f} | "
