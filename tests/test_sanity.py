@@ -317,12 +317,14 @@ def test_reproducible_with_the_seed_and_the_global_random_state_untouched():
     model, x = tiny_cnn(), images()
     torch.manual_seed(123)
     state = torch.get_rng_state()
+    # a fixed batch size: batch_size="auto" times chunk sizes, and on a loaded machine two runs may pick different
+    # ones, whose convolutions round differently (seen once in CI)
     a = S.model_randomisation(model, x, 0, method="smoothgrad", seed=5, method_params={"n_samples": 4},
-                              return_maps=True)
+                              return_maps=True, batch_size=4)
     assert torch.equal(torch.get_rng_state(), state)   # neither read through nor advanced
     torch.manual_seed(999)                             # another global state: the same result
     b = S.model_randomisation(model, x, 0, method="smoothgrad", seed=5, method_params={"n_samples": 4},
-                              return_maps=True)
+                              return_maps=True, batch_size=4)
     assert torch.equal(a.similarity, b.similarity) and torch.equal(a.maps, b.maps)
     c = S.model_randomisation(model, x, 0, method="smoothgrad", seed=6, method_params={"n_samples": 4})
     assert not torch.equal(a.similarity, c.similarity)
