@@ -160,7 +160,7 @@ def bootstrap_stderr(model: Any, x: np.ndarray, y: np.ndarray, w: np.ndarray, un
     """(F,) bootstrap standard error of the surrogate's coefficients: ``n_boot`` refits on ``units`` (index arrays of
     independent draws) resampled with replacement, the ``fixed`` rows always kept. NaN with fewer units than
     :func:`min_units` (an underdetermined fit)."""
-    if len(units) < max(2, min_units(x.shape[1])):
+    if len(units) < min_units(x.shape[1]):
         return np.full(x.shape[1], np.nan)
     coefs = []
     for _ in range(n_boot):

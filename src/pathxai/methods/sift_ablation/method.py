@@ -478,8 +478,8 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
             stats = MaskedMean(1, k, self.group, basis, self.p, x.device, full_covariance=True)
             stop = ToleranceStop(self.tol, self.n_masks, "masks", self.name, self.evaluator, group=self.group)
             # the stopping rule measures the heatmap the user gets, not the keypoint vector: the Voronoi heatmap
-            # weighs each keypoint by its cell's area (on EfficientNet-Lite0 the keypoint vector's relative error
-            # was 2-4x the heatmap's, so tol stopped 2-4x late); the "image" heatmap is nonlinear: keypoints
+            # weighs each keypoint by its cell's area; the "image" heatmap is nonlinear, so there the keypoint
+            # vector's error is used
             heat_moments = self.heatmap_moments(dec) if self.heatmap == "voronoi" else None
             p2 = self.p * self.p
 
