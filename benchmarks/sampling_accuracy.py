@@ -4,6 +4,7 @@ default sampler, and how close ``tol`` stops to the number of samples actually n
     python benchmarks/sampling_accuracy.py [--models digits-clutter-cnn,efficientnet-lite0] [--methods rise,...]
                                            [--seeds 5] [--images 2] [--ref-factor 16] [--merge] [--tiny]
     python benchmarks/sampling_accuracy.py --choose [--seeds 12]
+    python benchmarks/sampling_accuracy.py --calibrate --models efficientnet-lite0 --methods rise,sift_rise
     python benchmarks/sampling_accuracy.py --tol-only --models efficientnet-lite0 [--methods rise,...]
 
 ``--choose`` is how the defaults were picked: on the digits-clutter CNN (one canvas; RELAX: the clutter SimCLR
@@ -38,6 +39,13 @@ the matching encoder, clutter-simclr / efficientnet-lite0-features) and each sam
 Paper budgets: RISE 4000 masks, SmoothGrad / SmoothGrad² / VarGrad 50 samples, FI 100, RELAX 3000, LIME / Kernel
 SHAP 200 (Captum's default), sift_rise 500 (its default). ``--tiny`` runs everything at 1/16 of those sizes with one
 image and two seeds, to check that the script works (its numbers are not the benchmark).
+
+``--calibrate`` checks the default sampler's error estimates on each model's first image, at ``--fractions`` of the
+paper's budget, ``--seeds`` runs each (default 16), without any reference: the RMS reported ``extras["stderr"]`` over
+the RMS spread of the estimates over seeds, and the RMS reported ``meta["relative_error"]`` (what ``tol`` stops on)
+over the relative error computed from that spread (the spread over the spatial SD of the mean over seeds, its noise
+taken out); 1 = calibrated, with 95% percentile-bootstrap intervals over seeds. Writes
+sampling_calibration_<model>.{json,md}.
 
 ``--tol-only`` re-runs step 4 alone on the curves of a saved JSON (its images, seeds and reference budget; the
 reference is recomputed from its fixed seed).
@@ -270,6 +278,48 @@ def choose(seeds: int) -> None:
     (OUT / "sampling_choice_digits-clutter-cnn.md").write_text("\n".join(lines) + "\n")
 
 
+def calibrate(model_name: str, methods: list[str], seeds: int, fractions: list[float]) -> None:
+    """The ``--calibrate`` table (module doc): is ``extras["stderr"]`` the estimate's real spread over seeds, and
+    is ``meta["relative_error"]`` (what ``tol`` stops on) the real relative error?"""
+    model, encoder, x = load(model_name, 1)
+    lines = ["| method | sampling | samples | seeds | stderr: reported RMS / RMS spread over seeds (95% CI) | "
+             "relative error: reported (RMS over seeds) / from the spread (95% CI) |", "|---|---|---|---|---|---|"]
+    rows, rng = [], np.random.default_rng(0)
+    for name in methods:
+        for fraction in fractions:
+            budget = max(8, int(round(PAPER[name] * fraction)))
+            runs = [run(name, model, encoder, x, budget, s, None) for s in range(seeds)]
+            est = torch.stack([e.attribution.flatten() for e in runs]).double()        # (seeds, P)
+            se2 = torch.stack([e.extras["stderr"].flatten() for e in runs]).double() ** 2
+            rel2 = torch.tensor([e.meta["relative_error"][0] for e in runs], dtype=torch.float64) ** 2
+
+            def ratios(idx: np.ndarray) -> tuple[float, float]:
+                spread2 = est[idx].var(0).mean()
+                # the true map's spatial variance, from the mean over seeds with its own noise taken out
+                signal = est[idx].mean(0).var(unbiased=False) - spread2 / len(idx)
+                true_rel = (spread2 / signal.clamp_min(1e-300)).sqrt()
+                return float(se2[idx].mean().sqrt() / spread2.sqrt()), float(rel2[idx].mean().sqrt() / true_rel)
+
+            # percentile bootstrap over seeds (runs are the independent units)
+            boot = np.array([ratios(rng.integers(0, seeds, seeds)) for _ in range(1000)])
+            se_ratio, rel_ratio = ratios(np.arange(seeds))
+            row = {"method": name, "sampling": method_default(name), "samples": runs[0].meta["samples_used"][0],
+                   "seeds": seeds, "stderr_ratio": se_ratio, "relative_error_ratio": rel_ratio,
+                   "stderr_ci95": [float(v) for v in np.percentile(boot[:, 0], [2.5, 97.5])],
+                   "relative_error_ci95": [float(v) for v in np.percentile(boot[:, 1], [2.5, 97.5])],
+                   "time_s": float(np.mean([e.meta["wall_time_s"] for e in runs]))}
+            rows.append(row)
+            lines.append(f"| {name} | {row['sampling']} | {row['samples']} | {seeds} | {se_ratio:.2f} "
+                         f"({row['stderr_ci95'][0]:.2f}-{row['stderr_ci95'][1]:.2f}) | {rel_ratio:.2f} "
+                         f"({row['relative_error_ci95'][0]:.2f}-{row['relative_error_ci95'][1]:.2f}) |")
+            print(lines[-1], flush=True)
+            meta = {"model": model_name, "seeds": seeds, "fractions": fractions, "torch": torch.__version__,
+                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
+            write_atomic(OUT / f"sampling_calibration_{model_name}.json",
+                         json.dumps({"meta": meta, "rows": rows}, indent=1))
+            write_atomic(OUT / f"sampling_calibration_{model_name}.md", "\n".join(lines) + "\n")
+
+
 def plot(results: list[dict], model_name: str, path: Path) -> None:
     import matplotlib
 
@@ -371,6 +421,9 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true",
                     help="keep the methods of an earlier run of the same model (its JSON) that this run does not "
                          "re-measure: runs with different settings (e.g. fewer seeds for RISE) share one table")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="stderr calibration of the default sampler on one image of each model (module doc)")
+    ap.add_argument("--fractions", default="0.125,0.5", help="--calibrate: budgets as fractions of the paper's")
     ap.add_argument("--tol-only", action="store_true",
                     help="re-run only step 4 (both tol checks) for --methods, on the curves of the model's saved "
                          "JSON (same images, seeds, reference budget; the reference is recomputed: seed 10,000)")
@@ -384,6 +437,11 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     if args.choose:
         choose(args.seeds or 12)
+        return
+    if args.calibrate:
+        for model_name in args.models.split(","):
+            calibrate(model_name, args.methods.split(","), args.seeds or 16,
+                      [float(f) for f in args.fractions.split(",")])
         return
     scale = 1 / 16 if args.tiny else 1.0
     seeds = 2 if args.tiny else (args.seeds or 5)
