@@ -282,9 +282,10 @@ def calibrate(model_name: str, methods: list[str], seeds: int, fractions: list[f
     """The ``--calibrate`` table (module doc): is ``extras["stderr"]`` the estimate's real spread over seeds, and
     is ``meta["relative_error"]`` (what ``tol`` stops on) the real relative error?"""
     model, encoder, x = load(model_name, 1)
-    lines = ["| method | sampling | samples | seeds | stderr: reported RMS / RMS spread over seeds (95% CI) | "
-             "relative error: reported (RMS over seeds) / from the spread (95% CI) |", "|---|---|---|---|---|---|"]
-    rows, rng = [], np.random.default_rng(0)
+    path = OUT / f"sampling_calibration_{model_name}.json"
+    # rows of an earlier call for other (method, budget) pairs are kept: one table per model
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    rng = np.random.default_rng(0)
     for name in methods:
         for fraction in fractions:
             budget = max(8, int(round(PAPER[name] * fraction)))
@@ -308,16 +309,26 @@ def calibrate(model_name: str, methods: list[str], seeds: int, fractions: list[f
                    "stderr_ci95": [float(v) for v in np.percentile(boot[:, 0], [2.5, 97.5])],
                    "relative_error_ci95": [float(v) for v in np.percentile(boot[:, 1], [2.5, 97.5])],
                    "time_s": float(np.mean([e.meta["wall_time_s"] for e in runs]))}
-            rows.append(row)
-            lines.append(f"| {name} | {row['sampling']} | {row['samples']} | {seeds} | {se_ratio:.2f} "
-                         f"({row['stderr_ci95'][0]:.2f}-{row['stderr_ci95'][1]:.2f}) | {rel_ratio:.2f} "
-                         f"({row['relative_error_ci95'][0]:.2f}-{row['relative_error_ci95'][1]:.2f}) |")
-            print(lines[-1], flush=True)
-            meta = {"model": model_name, "seeds": seeds, "fractions": fractions, "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "load_average": os.getloadavg()}
-            write_atomic(OUT / f"sampling_calibration_{model_name}.json",
-                         json.dumps({"meta": meta, "rows": rows}, indent=1))
-            write_atomic(OUT / f"sampling_calibration_{model_name}.md", "\n".join(lines) + "\n")
+            row["load_average"] = os.getloadavg()
+            rows = [r for r in rows if (r["method"], r["samples"]) != (name, row["samples"])] + [row]
+            rows.sort(key=lambda r: (list(PAPER).index(r["method"]), r["samples"]))
+            meta = {"model": model_name, "torch": torch.__version__, "threads": torch.get_num_threads()}
+            write_atomic(path, json.dumps({"meta": meta, "rows": rows}, indent=1))
+            write_atomic(path.with_suffix(".md"), calibration_table(rows) + "\n")
+            print(calibration_table([row]).splitlines()[-1], flush=True)
+
+
+def calibration_table(rows: list[dict]) -> str:
+    lines = ["| method | sampling | samples | seeds | stderr: reported RMS / RMS spread over seeds (95% CI) | "
+             "relative error: reported (RMS over seeds) / from the spread (95% CI) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = []
+        for key in ("stderr", "relative_error"):
+            v, (lo, hi) = r[f"{key}_ratio"], r[f"{key}_ci95"]
+            # undefined: fewer independent groups than the error needs (one Sobol net; LIME below features + 2)
+            cells.append("undefined" if math.isnan(v) else f"{v:.2f} ({lo:.2f}-{hi:.2f})")
+        lines.append(f"| {r['method']} | {r['sampling']} | {r['samples']} | {r['seeds']} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
 
 
 def plot(results: list[dict], model_name: str, path: Path) -> None:
