@@ -326,7 +326,8 @@ def calibration_table(rows: list[dict]) -> str:
         for key in ("stderr", "relative_error"):
             v, (lo, hi) = r[f"{key}_ratio"], r[f"{key}_ci95"]
             # undefined: fewer independent groups than the error needs (one Sobol net; LIME below features + 2)
-            cells.append("undefined" if math.isnan(v) else f"{v:.2f} ({lo:.2f}-{hi:.2f})")
+            cells.append("undefined" if math.isnan(v) else "inf: some runs read an infinite relative error"
+                         if math.isinf(v) else f"{v:.2f} ({lo:.2f}-{hi:.2f})")
         lines.append(f"| {r['method']} | {r['sampling']} | {r['samples']} | {r['seeds']} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)
 
