@@ -29,9 +29,10 @@ the matching encoder, clutter-simclr / efficientnet-lite0-features) and each sam
 4. ``tol``, at two tolerances: mc's error at the paper's budget (the goal's error; for a default many times more
    efficient than mc, its need can lie below the stopping rule's first check -- e.g. 4 Sobol nets of 64 masks --
    which then sets the stop), and the default's own error at half the paper's budget (a need inside the measured
-   curve). The default with that ``tol`` and a cap of 4x the paper's budget, each image explained alone, per seed: ``meta["samples_used"]`` against the samples that image needs for that error (its
-   own error-vs-budget curve under the default, RMS over seeds, interpolated log-log); reported as mean used over
-   mean needed, and as the RMS error at the stop over tol. (An earlier version took the largest stop of a batch
+   curve). The default runs with that ``tol`` and a cap of 4x the paper's budget, each image explained alone, per
+   seed: ``meta["samples_used"]`` against the samples that image needs for that error (its own error-vs-budget
+   curve under the default, RMS over seeds, interpolated log-log); reported as mean used over mean needed, and as
+   the RMS error at the stop over tol. (An earlier version took the largest stop of a batch
    against the need of the batch's RMS error, which counts a batch waiting for its hardest input as lateness.)
 5. the reference's own relative error (``meta["relative_error"]``, worst image): above 0.3 its noise is not well
    below its signal, the error norm's denominator is then poorly known, and the row is flagged "too noisy".
