@@ -325,6 +325,29 @@ def test_sift_rise_heatmap_stderr_propagates_the_keypoint_covariance(sift_setup)
         assert 0.75 < ratio < 1.3, (heatmap, ratio)
 
 
+def test_sift_rise_skips_the_heatmap_moments_unless_it_stops_or_shows_the_error(sift_setup, monkeypatch):
+    """Without tol or progress bar the Voronoi heatmap's H^T H is not built, and the final relative error read from
+    the explicit heatmap and its stderr equals the one the running rule computes from the moments."""
+    from pathxai.methods.sift_ablation.method import SiftRISE
+
+    x, model, _ = sift_setup
+    calls = []
+    original = SiftRISE.heatmap_moments
+    monkeypatch.setattr(SiftRISE, "heatmap_moments", staticmethod(lambda dec: calls.append(1) or original(dec)))
+    kw = dict(n_masks=256, max_keypoints=5, seed=1, batch_size=64, score="output")
+    quiet = px.get_method("sift_rise")(model, progress=False, **kw).explain(x, 0)
+    assert calls == []
+    shown = px.get_method("sift_rise")(model, progress=True, **kw).explain(x, 0)
+    assert len(calls) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ToleranceNotReachedWarning)
+        px.get_method("sift_rise")(model, progress=False, tol=0.01, **kw).explain(x, 0)
+    assert len(calls) == 2
+    assert torch.equal(quiet.attribution, shown.attribution)
+    assert math.isfinite(quiet.meta["relative_error"][0])
+    assert quiet.meta["relative_error"][0] == pytest.approx(shown.meta["relative_error"][0], rel=1e-4)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # seeds and chunking
 

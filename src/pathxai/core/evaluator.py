@@ -467,7 +467,7 @@ class BatchedEvaluator:
         probe = self._probe(sample_shape, grad, example) if self.batch_size == AUTO else None
         caps = _oom_caps(self.model)
         key = self._key(sample_shape, grad)
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        show = self.shows_progress
         bar = tqdm(total=total, desc=desc or ("gradients" if grad else "forward"), unit="eval", leave=False,
                    disable=not show, delay=2.0)
         self._progress_bar = bar   # for progress_note while the caller consumes the chunks
@@ -495,6 +495,11 @@ class BatchedEvaluator:
         finally:
             bar.close()
             self._progress_bar = None
+
+    @property
+    def shows_progress(self) -> bool:
+        """Whether chunks run under a progress bar: ``progress`` when set, else when stderr is a terminal."""
+        return bool(self.progress) if self.progress is not None else sys.stderr.isatty()
 
     def progress_note(self, text: str) -> None:
         """Show ``text`` after the running progress bar (e.g. a sampling method's current relative error); a no-op
