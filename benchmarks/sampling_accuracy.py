@@ -409,15 +409,16 @@ def tol_only(model_name: str, methods: list[str], suffix: str) -> None:
     path = OUT / f"sampling_{model_name}{suffix}.json"
     saved = json.loads(path.read_text())
     results = saved["results"]
+    model, encoder, x = load(model_name, max(r["settings"]["images"] for r in results))   # loaded once
     for r in results:
         if r["method"] not in methods:
             continue
         st = r["settings"]
-        model, encoder, x = load(model_name, st["images"])
+        x_r = x[:st["images"]]   # load(model, n) returns the first n images
         print(f"{model_name}: {r['method']} (tol checks only)", flush=True)
         t0 = time.perf_counter()
-        ref = run(r["method"], model, encoder, x, r["reference_budget"], 10_000, None)
-        r.update(tol_checks(r["method"], model, encoder, x, ref, r, st["seeds"], r["paper_budget"]))
+        ref = run(r["method"], model, encoder, x_r, r["reference_budget"], 10_000, None)
+        r.update(tol_checks(r["method"], model, encoder, x_r, ref, r, st["seeds"], r["paper_budget"]))
         st["tol_load_average"], st["tol_seconds"] = os.getloadavg(), time.perf_counter() - t0
         save(model_name, suffix, results, saved["meta"]["total_s"])
     print(table(results))

@@ -480,8 +480,9 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
             # the stopping rule measures the heatmap the user gets, not the keypoint vector: the Voronoi heatmap
             # weighs each keypoint by its cell's area; the "image" heatmap is nonlinear, so there the keypoint
             # vector's error is used. The running error is needed only to stop on tol or to show it on a progress
-            # bar: otherwise the heatmap's moments (H^T H, 0.2 s and 60 MB for 300 keypoints on a 224² photo) are
-            # skipped and the final error is read from the explicit heatmap and its stderr (the same quantity).
+            # bar: otherwise it is not computed, the heatmap's moments (H^T H, 0.2 s and 60 MB for 300 keypoints on
+            # a 224² photo) are skipped, and the final error is read from the explicit heatmap and its stderr (the
+            # same quantity).
             voronoi = self.heatmap == "voronoi"
             running = self.tol is not None or getattr(self.evaluator, "shows_progress", True)
             heat_moments = self.heatmap_moments(dec) if voronoi and running else None
@@ -489,8 +490,6 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
 
             def error(importance: torch.Tensor, stats: MaskedMean = stats, heat_moments: Any = heat_moments
                       ) -> torch.Tensor:
-                if voronoi and heat_moments is None:
-                    return torch.full((1,), math.nan, dtype=torch.float64)   # not tracked while sampling
                 if heat_moments is None:
                     return relative_error(importance[None], (stats.stderr()[0] / self.p)[None])
                 return self.heatmap_error(importance, stats.covariance() / p2, heat_moments)
@@ -508,7 +507,7 @@ class SiftRISE(SamplingMixin, _SiftFeatures, Method):
                     if total is not None:   # earlier versions' sum, row by row in mask order: bit for bit the same
                         accumulate_rows(total, torch.zeros(len(idx), dtype=torch.long), g.to(total), buf[0])
                     stats.add_block(g, g, buf)
-                    if stop.check_error(error(stats.estimate()[0] / self.p), stats.replicates):
+                    if running and stop.check_error(error(stats.estimate()[0] / self.p), stats.replicates):
                         stopped = True
                         break
                 if stopped:
